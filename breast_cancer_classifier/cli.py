@@ -1,0 +1,43 @@
+"""What every command-line script shares: error-to-exit-code mapping and common flags."""
+
+import sys
+
+from .errors import (CheckpointError, ExamListError, InputImageError, OutputExistsError,
+                     PipelineError)
+from .failures import EXIT_BAD_INPUT, EXIT_NOTHING_DONE
+from .runtime import setup_logging
+
+
+def run_cli(prog, body, argv=None):
+    """Run ``body()`` (which returns an exit status) and turn our errors into exit codes.
+
+    Unreadable exam lists, unusable checkpoints and existing outputs exit 2; any other
+    pipeline error (nothing could be done) exits 1. The message names the script.
+    """
+    setup_logging()
+    try:
+        status = body()
+    except (ExamListError, CheckpointError, OutputExistsError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        status = EXIT_BAD_INPUT
+    except (InputImageError, PipelineError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        status = EXIT_NOTHING_DONE
+    sys.exit(status or 0)
+
+
+def add_overwrite_flag(parser):
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing outputs (default: refuse and exit 2)")
+
+
+def add_device_flags(parser):
+    parser.add_argument("--device-type", default="cpu", choices=["gpu", "cpu"],
+                        help="'gpu' uses CUDA/MPS when present, else the CPU with a message")
+    parser.add_argument("--gpu-number", type=int, default=0)
+
+
+def add_trust_flag(parser):
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="load a weight file that needs full pickle loading (only for "
+                             "files from a source you trust: loading can run code)")

@@ -1,0 +1,204 @@
+"""Every file format of the pipeline, read and written in one place (SPEC section 3).
+
+Writers never leave a half-written file behind: they write a temporary file in the target
+folder and move it into place with ``os.replace``, which is atomic on one file system.
+Whole output folders are staged the same way (:func:`staged_output_dir`).
+"""
+
+import contextlib
+import csv
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InputImageError, OutputExistsError
+from .views import LABELS
+
+# PIL modes of single-channel PNGs we accept, and the dtype they hold.
+_GRAY_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16}
+
+
+# --------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_bytes_atomic(path, data):
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
+
+
+def check_output_file(path, overwrite):
+    """Refuse to replace an existing output file unless ``overwrite`` is set."""
+    if Path(path).exists() and not overwrite:
+        raise OutputExistsError(
+            f"{path}: output file already exists; remove it or pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def staged_output_dir(target_dir, overwrite=False):
+    """Build an output folder in a staging folder and swap it in only when complete.
+
+    Yields the staging folder. On success the old ``target_dir`` (if ``overwrite``) is
+    removed and the staging folder renamed onto it, so a folder never mixes the files of
+    two runs. On failure the staging folder is removed and ``target_dir`` is untouched.
+    """
+    target_dir = Path(target_dir)
+    if target_dir.exists() and not overwrite:
+        raise OutputExistsError(
+            f"{target_dir}: output folder already exists; remove it or pass --overwrite "
+            "to replace it")
+    target_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", suffix=".partial",
+                                  dir=target_dir.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if target_dir.exists():
+        old = target_dir.with_name(f".{target_dir.name}.old.{os.getpid()}")
+        os.replace(target_dir, old)
+        os.replace(stage, target_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, target_dir)
+
+
+# --------------------------------------------------------------------------- PNG
+def read_mammogram_png(path):
+    """Read a single-channel PNG as stored: (H, W) uint16 for 16-bit files, uint8 for 8-bit.
+
+    Colour, palette, alpha or unreadable files raise :class:`InputImageError` naming the
+    file and what was found.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputImageError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode not in _GRAY_MODES:
+                raise InputImageError(
+                    f"{path}: expected a single-channel grayscale PNG (8 or 16 bit), found "
+                    f"PIL mode {mode!r} ({len(img.getbands())} band(s): "
+                    f"{''.join(img.getbands())}); convert it to grayscale first")
+            array = np.asarray(img)
+    except InputImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise InputImageError(f"{path}: cannot read image ({err})") from err
+    return np.ascontiguousarray(array, dtype=_GRAY_MODES[mode])
+
+
+def write_png(path, array):
+    """Write a 2-D uint16 (or uint8) array as a grayscale PNG of the same bit depth, atomically."""
+    array = np.asarray(array)
+    if array.ndim != 2 or array.dtype not in (np.uint16, np.uint8):
+        raise ValueError(f"{path}: write_png needs a 2-D uint8/uint16 array, got "
+                         f"{array.dtype} {array.shape}")
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array),
+                               [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise InputImageError(f"{path}: PNG encoding failed")
+    write_bytes_atomic(path, encoded.tobytes())
+
+
+# --------------------------------------------------------------------------- HDF5
+def read_hdf5(path):
+    """Read an HDF5 image/heatmap: dataset ``image`` stored transposed; returns (H, W)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputImageError(f"{path}: HDF5 file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            if "image" not in f:
+                raise InputImageError(
+                    f"{path}: no dataset named 'image' (found: {sorted(f.keys())})")
+            data = f["image"][()]
+    except InputImageError:
+        raise
+    except (OSError, KeyError, ValueError) as err:
+        raise InputImageError(f"{path}: cannot read HDF5 file ({err})") from err
+    if data.ndim != 2:
+        raise InputImageError(f"{path}: expected a 2-D 'image' dataset, found shape {data.shape}")
+    return np.ascontiguousarray(data.T)
+
+
+def write_hdf5(path, array):
+    """Write a 2-D (H, W) array as dataset ``image`` holding ``array.T``, lzf, atomically."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("image", data=np.asarray(array).T, compression="lzf")
+
+
+def read_image(path_stem, use_hdf5=False):
+    """Read a pipeline image given its path without extension (``.png`` or ``.hdf5``)."""
+    if use_hdf5:
+        return read_hdf5(f"{path_stem}.hdf5")
+    return read_mammogram_png(f"{path_stem}.png")
+
+
+def image_path(folder, short_file_path, use_hdf5=False):
+    return Path(folder) / f"{short_file_path}.{'hdf5' if use_hdf5 else 'png'}"
+
+
+def heatmap_paths(heatmaps_dir, short_file_path):
+    """(malignant, benign) heatmap file paths of an image, SPEC section 3."""
+    heatmaps_dir = Path(heatmaps_dir)
+    return (heatmaps_dir / "heatmap_malignant" / f"{short_file_path}.hdf5",
+            heatmaps_dir / "heatmap_benign" / f"{short_file_path}.hdf5")
+
+
+# --------------------------------------------------------------------------- CSV
+def write_csv(path, header, rows):
+    """Write a CSV atomically; ``rows`` are sequences of already formatted strings."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
+def write_predictions_csv(path, predictions):
+    """Write the predictions CSV of SPEC section 3.
+
+    ``predictions`` holds one entry per exam, in exam-list order: four probabilities in
+    ``LABELS`` order, or ``None`` for a failed exam (written as a row of empty values so
+    rows stay aligned with the exam list).
+    """
+    rows = [["", "", "", ""] if p is None else ["%.4f" % v for v in p] for p in predictions]
+    write_csv(path, LABELS, rows)
+
+
+def read_predictions_csv(path):
+    """Read a predictions CSV into an (N, 4) float array (NaN for empty rows)."""
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as err:
+        raise InputImageError(f"{path}: cannot read predictions CSV ({err})") from err
+    if not rows or tuple(rows[0]) != LABELS:
+        raise InputImageError(f"{path}: expected header {','.join(LABELS)}, "
+                              f"found {','.join(rows[0]) if rows else 'an empty file'}")
+    return np.array([[float(v) if v != "" else np.nan for v in row] for row in rows[1:]],
+                    dtype=np.float64).reshape(-1, 4)

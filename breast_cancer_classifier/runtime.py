@@ -1,0 +1,90 @@
+"""Device choice, numeric precision, progress bars, logging and process pools.
+
+``resolve_device`` is the only place a device is chosen (STYLE.md). Progress bars go to
+stderr; stdout is reserved for results (the single-image JSON line).
+"""
+
+import logging
+import multiprocessing
+import os
+import sys
+
+from tqdm import tqdm
+
+log = logging.getLogger("breast_cancer_classifier")
+
+
+def setup_logging(verbose=False):
+    """Messages on stderr as ``name: message``; idempotent."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def progress_disabled():
+    """Progress bars are off when BCC_NO_PROGRESS=1 (batch jobs, CI logs)."""
+    return os.environ.get("BCC_NO_PROGRESS", "") not in ("", "0")
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar on stderr."""
+    kwargs.setdefault("file", sys.stderr)
+    kwargs.setdefault("disable", progress_disabled())
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
+
+
+def resolve_device(device_type="cpu", gpu_number=0):
+    """Return the torch device for ``--device-type``/``--gpu-number``.
+
+    ``gpu`` uses CUDA (or Apple MPS) when present and otherwise says so on stderr and uses
+    the CPU. Full fp32 everywhere: TF32 is switched off for matmul and cuDNN (SPEC 7.4).
+    """
+    import torch
+
+    use_full_fp32()
+    if device_type == "cpu":
+        return torch.device("cpu")
+    if device_type != "gpu":
+        raise ValueError(f"device type must be 'gpu' or 'cpu', got {device_type!r}")
+    if torch.cuda.is_available():
+        if gpu_number >= torch.cuda.device_count():
+            log.warning("GPU %d requested but only %d GPU(s) present; using GPU 0",
+                        gpu_number, torch.cuda.device_count())
+            gpu_number = 0
+        return torch.device(f"cuda:{gpu_number}")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    log.warning("device type 'gpu' requested but no GPU is available: running on the CPU")
+    return torch.device("cpu")
+
+
+def use_full_fp32():
+    """Disable TF32 so GPU results match the CPU within the parity tolerances (SPEC 7.4)."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def parallel_map(function, items, num_processes, desc=None):
+    """``[function(item) for item in items]`` over a process pool, in order, with a progress bar."""
+    items = list(items)
+    num_processes = max(1, min(int(num_processes), len(items) or 1))
+    bar = progress(total=len(items), desc=desc, unit="image")
+    results = []
+    if num_processes == 1:
+        for item in items:
+            results.append(function(item))
+            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork")
+        with context.Pool(num_processes) as pool:
+            for result in pool.imap(function, items):
+                results.append(result)
+                bar.update()
+    bar.close()
+    return results

@@ -1,0 +1,29 @@
+"""Shared fixtures: where the parity kit lives, and small synthetic inputs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The parity kit sits beside the checkout (../shared); BCC_SHARED overrides.
+SHARED = Path(os.environ.get("BCC_SHARED", REPO.parent / "shared"))
+PARITY = SHARED / "parity"
+
+os.environ.setdefault("BCC_NO_PROGRESS", "1")
+
+
+def parity_case(name):
+    """Path of a parity-kit case; skips the test (with the reason) when the kit is absent."""
+    path = PARITY / name
+    if not path.is_dir():
+        pytest.skip(f"parity kit not found at {path} (set BCC_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture
+def parity_weights():
+    path = PARITY / "weights"
+    if not path.is_dir():
+        pytest.skip(f"parity weights not found at {path} (set BCC_SHARED)")
+    return path
