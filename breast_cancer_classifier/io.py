@@ -25,6 +25,17 @@ _GRAY_MODES = {"L": np.uint8, "I;16": np.uint16, "I;16B": np.uint16, "I;16L": np
 
 
 # --------------------------------------------------------------------------- atomic writes
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual permissions.
+_FILE_MODE = 0o666 & ~_current_umask()
+_DIR_MODE = 0o777 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds."""
@@ -34,6 +45,7 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -69,6 +81,7 @@ def staged_output_dir(target_dir, overwrite=False):
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.", suffix=".partial",
                                   dir=target_dir.parent))
+    os.chmod(stage, _DIR_MODE)
     try:
         yield stage
     except BaseException:
