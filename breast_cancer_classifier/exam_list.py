@@ -38,11 +38,15 @@ _SAFE_GLOBALS = {
 }
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle references something an exam list never holds; it was not loaded."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise UnsafePickleError(
             f"refusing to load global '{module}.{name}': exam lists may only hold lists, "
             "dicts, strings, numbers and numpy values")
 
@@ -89,7 +93,7 @@ def _read_structure(path, what):
             raise ExamListError(f"{path}: not valid JSON ({err})") from err
     try:
         return safe_unpickle(data)
-    except pickle.UnpicklingError as err:
+    except UnsafePickleError as err:
         raise ExamListError(f"{path}: {err}") from err
     except Exception as err:  # a truncated or foreign file fails in many ways
         raise ExamListError(f"{path}: cannot read {what} as a pickle "
