@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# The whole pipeline on an exam list: crop, centers, heatmaps, both classifiers (SPEC §8).
+# Every variable can be set from the environment, e.g. `DEVICE_TYPE=cpu bash run.sh`.
+#
+# Failure policy: a stage that exits 3 (some images or exams failed, the rest is complete)
+# lets the run go on with what it produced; any other failure stops the run with that
+# stage's exit status. Each stage replaces its previous outputs only once it has finished,
+# and when a stage fails the previous run's outputs of the later stages are removed, so
+# the output folder never mixes two runs.
+set -uo pipefail
+cd "$(dirname "$0")"
+
+NUM_PROCESSES=${NUM_PROCESSES:-10}
+DEVICE_TYPE=${DEVICE_TYPE:-gpu}
+NUM_EPOCHS=${NUM_EPOCHS:-10}
+HEATMAP_BATCH_SIZE=${HEATMAP_BATCH_SIZE:-100}
+GPU_NUMBER=${GPU_NUMBER:-0}
+
+DATA_FOLDER=${DATA_FOLDER:-sample_data/images}
+INITIAL_EXAM_LIST_PATH=${INITIAL_EXAM_LIST_PATH:-sample_data/exam_list_before_cropping.pkl}
+PATCH_MODEL_PATH=${PATCH_MODEL_PATH:-models/sample_patch_model.p}
+IMAGE_MODEL_PATH=${IMAGE_MODEL_PATH:-models/sample_image_model.p}
+IMAGEHEATMAPS_MODEL_PATH=${IMAGEHEATMAPS_MODEL_PATH:-models/sample_imageheatmaps_model.p}
+
+CROPPED_IMAGE_PATH=${CROPPED_IMAGE_PATH:-sample_output/cropped_images}
+CROPPED_EXAM_LIST_PATH=${CROPPED_EXAM_LIST_PATH:-sample_output/cropped_images/cropped_exam_list.pkl}
+EXAM_LIST_PATH=${EXAM_LIST_PATH:-sample_output/data.pkl}
+HEATMAPS_PATH=${HEATMAPS_PATH:-sample_output/heatmaps}
+IMAGE_PREDICTIONS_PATH=${IMAGE_PREDICTIONS_PATH:-sample_output/image_predictions.csv}
+IMAGEHEATMAPS_PREDICTIONS_PATH=${IMAGEHEATMAPS_PREDICTIONS_PATH:-sample_output/imageheatmaps_predictions.csv}
+
+# Optional: overlay pictures of every exam (1 to enable) into VISUALIZATIONS_PATH.
+VISUALIZE=${VISUALIZE:-0}
+VISUALIZATIONS_PATH=${VISUALIZATIONS_PATH:-sample_output/visualizations}
+
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+
+# The cropped exam list lives inside the cropped-image folder by default (as in the
+# original); stage 1 writes it beside the folder first, then moves it in.
+CROPPED_LIST_TMP="$(dirname "$CROPPED_IMAGE_PATH")/.$(basename "$CROPPED_EXAM_LIST_PATH").run-$$"
+
+OUTPUTS_AFTER_STAGE=(
+    "$EXAM_LIST_PATH"
+    "$HEATMAPS_PATH"
+    "$IMAGE_PREDICTIONS_PATH"
+    "$IMAGEHEATMAPS_PREDICTIONS_PATH"
+)
+PARTIAL=0
+
+remove_later_outputs() {  # $1: index into OUTPUTS_AFTER_STAGE of the first stale output
+    local i
+    for ((i = $1; i < ${#OUTPUTS_AFTER_STAGE[@]}; i++)); do
+        local out=${OUTPUTS_AFTER_STAGE[$i]}
+        if [ -e "$out" ]; then
+            echo "run.sh: removing $out from an earlier run (its inputs have changed)" >&2
+            rm -rf -- "$out" "$out.failures.csv"
+        fi
+    done
+}
+
+check_status() {  # $1: stage exit status, $2: stage name, $3: first stale output index
+    local status=$1
+    if [ "$status" -eq 3 ]; then
+        echo "run.sh: $2 finished with failures (exit 3); going on with what it produced" >&2
+        PARTIAL=1
+    elif [ "$status" -ne 0 ]; then
+        echo "run.sh: $2 failed (exit $status); stopping" >&2
+        remove_later_outputs "$3"
+        rm -f -- "$CROPPED_LIST_TMP"
+        exit "$status"
+    fi
+}
+
+echo "Stage 1: Crop Mammograms"
+"$PYTHON" src/cropping/crop_mammogram.py \
+    --input-data-folder "$DATA_FOLDER" \
+    --output-data-folder "$CROPPED_IMAGE_PATH" \
+    --exam-list-path "$INITIAL_EXAM_LIST_PATH" \
+    --cropped-exam-list-path "$CROPPED_LIST_TMP" \
+    --num-processes "$NUM_PROCESSES" \
+    --overwrite
+status=$?
+if [ -e "$CROPPED_LIST_TMP" ]; then
+    mkdir -p "$(dirname "$CROPPED_EXAM_LIST_PATH")"
+    mv -f -- "$CROPPED_LIST_TMP" "$CROPPED_EXAM_LIST_PATH"
+    if [ -e "$CROPPED_LIST_TMP.failures.csv" ]; then
+        mv -f -- "$CROPPED_LIST_TMP.failures.csv" "$CROPPED_EXAM_LIST_PATH.failures.csv"
+    else
+        rm -f -- "$CROPPED_EXAM_LIST_PATH.failures.csv"
+    fi
+fi
+check_status $status "Stage 1" 0
+
+echo "Stage 2: Extract Centers"
+"$PYTHON" src/optimal_centers/get_optimal_centers.py \
+    --cropped-exam-list-path "$CROPPED_EXAM_LIST_PATH" \
+    --data-prefix "$CROPPED_IMAGE_PATH" \
+    --output-exam-list-path "$EXAM_LIST_PATH" \
+    --num-processes "$NUM_PROCESSES" \
+    --overwrite
+check_status $? "Stage 2" 1
+
+echo "Stage 3: Generate Heatmaps"
+"$PYTHON" src/heatmaps/run_producer.py \
+    --model-path "$PATCH_MODEL_PATH" \
+    --data-path "$EXAM_LIST_PATH" \
+    --image-path "$CROPPED_IMAGE_PATH" \
+    --batch-size "$HEATMAP_BATCH_SIZE" \
+    --output-heatmap-path "$HEATMAPS_PATH" \
+    --device-type "$DEVICE_TYPE" \
+    --gpu-number "$GPU_NUMBER" \
+    --overwrite
+check_status $? "Stage 3" 2
+
+echo "Stage 4a: Run Classifier (Image)"
+"$PYTHON" src/modeling/run_model.py \
+    --model-path "$IMAGE_MODEL_PATH" \
+    --data-path "$EXAM_LIST_PATH" \
+    --image-path "$CROPPED_IMAGE_PATH" \
+    --output-path "$IMAGE_PREDICTIONS_PATH" \
+    --use-augmentation \
+    --num-epochs "$NUM_EPOCHS" \
+    --device-type "$DEVICE_TYPE" \
+    --gpu-number "$GPU_NUMBER" \
+    --overwrite
+check_status $? "Stage 4a" 4
+
+echo "Stage 4b: Run Classifier (Image+Heatmaps)"
+"$PYTHON" src/modeling/run_model.py \
+    --model-path "$IMAGEHEATMAPS_MODEL_PATH" \
+    --data-path "$EXAM_LIST_PATH" \
+    --image-path "$CROPPED_IMAGE_PATH" \
+    --output-path "$IMAGEHEATMAPS_PREDICTIONS_PATH" \
+    --use-heatmaps \
+    --heatmaps-path "$HEATMAPS_PATH" \
+    --use-augmentation \
+    --num-epochs "$NUM_EPOCHS" \
+    --device-type "$DEVICE_TYPE" \
+    --gpu-number "$GPU_NUMBER" \
+    --overwrite
+check_status $? "Stage 4b" 4
+
+if [ "$VISUALIZE" = "1" ]; then
+    echo "Visualizations"
+    "$PYTHON" src/utilities/visualize.py \
+        --exam-list-path "$EXAM_LIST_PATH" \
+        --cropped-image-path "$CROPPED_IMAGE_PATH" \
+        --heatmaps-path "$HEATMAPS_PATH" \
+        --predictions-path "$IMAGE_PREDICTIONS_PATH" "$IMAGEHEATMAPS_PREDICTIONS_PATH" \
+        --output-dir "$VISUALIZATIONS_PATH" \
+        --overwrite
+    check_status $? "Visualizations" 4
+fi
+
+if [ "$PARTIAL" -eq 1 ]; then
+    echo "run.sh: finished, but some images or exams failed: see the *.failures.csv files" >&2
+    exit 3
+fi
