@@ -32,6 +32,8 @@ BENIGN_HEATMAP_PATH=${BENIGN_HEATMAP_PATH:-$OUTPUT_PATH/benign_heatmap.hdf5}
 # Optional: an overlay picture of the image (1 to enable).
 VISUALIZE=${VISUALIZE:-0}
 VISUALIZATION_PATH=${VISUALIZATION_PATH:-$OUTPUT_PATH/visualization.png}
+# The JSON lines printed below are also kept here.
+PREDICTIONS_PATH=${PREDICTIONS_PATH:-$OUTPUT_PATH/predictions.jsonl}
 
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -41,7 +43,7 @@ export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 # Outputs of an earlier run are removed first, so a failure never leaves old and new mixed.
 mkdir -p "$OUTPUT_PATH"
 rm -f -- "$CROPPED_IMAGE_PATH" "$CROPPED_METADATA_PATH" "$MALIGNANT_HEATMAP_PATH" \
-    "$BENIGN_HEATMAP_PATH" "$VISUALIZATION_PATH"
+    "$BENIGN_HEATMAP_PATH" "$VISUALIZATION_PATH" "$PREDICTIONS_PATH"
 
 stop_on_failure() {  # $1: status, $2: stage
     if [ "$1" -ne 0 ]; then
@@ -86,7 +88,7 @@ echo "Stage 4a: Run Classifier (Image)"
     --use-augmentation \
     --num-epochs "$NUM_EPOCHS" \
     --device-type "$DEVICE_TYPE" \
-    --gpu-number "$GPU_NUMBER"
+    --gpu-number "$GPU_NUMBER" | tee -a "$PREDICTIONS_PATH"
 stop_on_failure $? "Stage 4a"
 
 echo "Stage 4b: Run Classifier (Image+Heatmaps)"
@@ -101,11 +103,11 @@ echo "Stage 4b: Run Classifier (Image+Heatmaps)"
     --use-augmentation \
     --num-epochs "$NUM_EPOCHS" \
     --device-type "$DEVICE_TYPE" \
-    --gpu-number "$GPU_NUMBER"
+    --gpu-number "$GPU_NUMBER" | tee -a "$PREDICTIONS_PATH"
 stop_on_failure $? "Stage 4b"
 
 if [ "$VISUALIZE" = "1" ]; then
     "$PYTHON" src/utilities/visualize.py --single-output-dir "$OUTPUT_PATH" \
-        --output-path "$VISUALIZATION_PATH" --overwrite
+        --predictions-path "$PREDICTIONS_PATH" --output-path "$VISUALIZATION_PATH" --overwrite
     stop_on_failure $? "Visualization"
 fi

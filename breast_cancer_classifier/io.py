@@ -213,5 +213,13 @@ def read_predictions_csv(path):
     if not rows or tuple(rows[0]) != LABELS:
         raise InputImageError(f"{path}: expected header {','.join(LABELS)}, "
                               f"found {','.join(rows[0]) if rows else 'an empty file'}")
-    return np.array([[float(v) if v != "" else np.nan for v in row] for row in rows[1:]],
-                    dtype=np.float64).reshape(-1, 4)
+    values = np.full((len(rows) - 1, len(LABELS)), np.nan)
+    for i, row in enumerate(rows[1:]):
+        if len(row) != len(LABELS):
+            raise InputImageError(f"{path}: line {i + 2}: expected {len(LABELS)} values, "
+                                  f"found {len(row)}")
+        try:
+            values[i] = [float(v) if v.strip() != "" else np.nan for v in row]
+        except ValueError as err:
+            raise InputImageError(f"{path}: line {i + 2}: {err}") from None
+    return values

@@ -1,0 +1,30 @@
+"""Compare predictions on the official sample exams with the published ones (SPEC §11)."""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from breast_cancer_classifier.cli import run_cli  # noqa: E402
+from breast_cancer_classifier.published import TOLERANCE, compare_with_published  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--image-predictions", required=True)
+    parser.add_argument("--imageheatmaps-predictions", required=True)
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
+    args = parser.parse_args(argv)
+
+    def body():
+        lines, worst = compare_with_published({"image": args.image_predictions,
+                                               "imageheatmaps": args.imageheatmaps_predictions})
+        print("\n".join(lines))
+        verdict = "OK" if worst <= args.tolerance else "TOO LARGE"
+        print(f"\nlargest difference: {worst:.4f} (tolerance {args.tolerance}): {verdict}")
+        return 0 if worst <= args.tolerance else 1
+    run_cli("compare_published", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""DICOM in (breast_cancer_classifier.dicom): headers, pixel rule, grouping, skips, report.
+
+Every DICOM file is built here with pydicom; compressed ones are compressed by the tests
+themselves (JPEG 2000 lossless through pydicom's encoder, JPEG lossless SV1 through the
+small encoder below), so the decoders are checked against data they did not produce.
+"""
+
+import csv
+import struct
+from fractions import Fraction
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1,
+                         generate_uid)
+
+from breast_cancer_classifier import dicom, io
+from breast_cancer_classifier.errors import OutputExistsError, PipelineError
+from breast_cancer_classifier.exam_list import load_exam_list
+from breast_cancer_classifier.views import VIEWS
+from helpers import run_script
+
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+SHAPE = (40, 48)  # large enough for OpenJPEG's default 6 resolution levels
+
+
+# --------------------------------------------------------------------------- test data
+def jpeg_lossless_sv1(image, precision):
+    """Encode (H, W) integers as a JPEG lossless bitstream (ITU T.81 process 14, first-order
+    prediction, point transform 0), one Huffman table with a 5-bit code per category."""
+    rows, cols = image.shape
+    out = bytearray(b"\xff\xd8")
+    out += b"\xff\xc3" + struct.pack(">HBHHB", 11, precision, rows, cols, 1) + bytes([1, 0x11, 0])
+    counts = bytes([0, 0, 0, 0, 17] + [0] * 11)  # 17 categories (0..16), all 5-bit codes
+    out += b"\xff\xc4" + struct.pack(">HB", 2 + 1 + 16 + 17, 0x00) + counts + bytes(range(17))
+    out += b"\xff\xda" + struct.pack(">HB", 8, 1) + bytes([1, 0x00, 1, 0, 0])
+    pixels = image.astype(np.int64)
+    bits = []
+    for r in range(rows):
+        for c in range(cols):
+            if r == 0 and c == 0:
+                prediction = 1 << (precision - 1)
+            elif c == 0:
+                prediction = pixels[r - 1, c]
+            else:
+                prediction = pixels[r, c - 1]
+            diff = (int(pixels[r, c]) - int(prediction)) % 65536
+            diff = diff - 65536 if diff >= 32768 else diff
+            category = 0 if diff == 0 else (16 if diff == -32768 else abs(diff).bit_length())
+            bits.append((category, 5))  # canonical code of category k is k (all 5 bits)
+            if 0 < category < 16:
+                bits.append((diff if diff > 0 else diff + (1 << category) - 1, category))
+    acc = n_acc = 0
+    data = bytearray()
+    for value, length in bits + [((1 << 7) - 1, 7)]:  # pad with 1-bits
+        acc, n_acc = (acc << length) | value, n_acc + length
+        while n_acc >= 8:
+            n_acc -= 8
+            byte = (acc >> n_acc) & 0xFF
+            data += bytes([byte, 0]) if byte == 0xFF else bytes([byte])
+    return bytes(out + data + b"\xff\xd9")
+
+
+def phantom(bits, chest_wall="left", seed=0, shape=SHAPE):
+    """Breast-like stored values: bright half-disc at the chest wall, zeros elsewhere,
+    with the extremes 0 and 2^bits - 1 present."""
+    rng = np.random.RandomState(seed)
+    top = 2 ** bits - 1
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    from_wall = xx if chest_wall == "left" else shape[1] - 1 - xx
+    inside = (yy - shape[0] // 2) ** 2 + from_wall ** 2 < (shape[0] // 2) ** 2
+    image = np.where(inside, rng.randint(top // 3, top + 1, shape), 0)
+    image[shape[0] // 2, 0 if chest_wall == "left" else -1] = top
+    return image.astype(np.uint16)
+
+
+def expected_png(stored, bits, monochrome1=False):
+    """SPEC 10 with exact fractions: invert MONOCHROME1, then round(v * 65535 / (2^b - 1))."""
+    top = 2 ** bits - 1
+    flat = [top - int(v) if monochrome1 else int(v) for v in stored.ravel()]
+    return np.array([round(Fraction(v * 65535, top)) for v in flat],
+                    dtype=np.uint16).reshape(stored.shape)
+
+
+def mammogram(path, pixels, *, bits=12, study="1.2.3.1", patient="PA", date="20200102",
+              side="L", view="CC", side_tag="ImageLaterality", monochrome1=False,
+              intent="FOR PRESENTATION", syntax=ExplicitVRLittleEndian, view_code=None,
+              sop_class=MG_FOR_PRESENTATION, **extra):
+    """Write a one-frame MG image; ``pixels`` are the values as stored."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = extra.pop("sop", generate_uid())
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.StudyDate = "MG", patient, date
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
+    if intent:
+        ds.PresentationIntentType = intent
+    if side:
+        setattr(ds, side_tag, side)
+    if view is not None:
+        ds.ViewPosition = view
+    if view_code:
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = view_code
+        ds.ViewCodeSequence = [item]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    for keyword, value in extra.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    if syntax == JPEG2000Lossless:
+        ds.compress(JPEG2000Lossless, pixels.astype(np.uint16))
+    elif syntax == JPEGLosslessSV1:
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+        ds.PixelData = encapsulate([jpeg_lossless_sv1(pixels, bits)])
+        ds["PixelData"].VR = "OB"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def structured_report(path):
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = BASIC_TEXT_SR, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.StudyInstanceUID, ds.PatientID = "SR", "1.2.3.1", "PA"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """Two studies in nested folders plus everything a real archive has that must be skipped.
+
+    Returns (folder, {relative path: (stored pixels, bits, MONOCHROME1?)}).
+    """
+    root = tmp_path_factory.mktemp("archive")
+    pixels = {}
+
+    def add(rel, stored, bits, monochrome1=False, **kwargs):
+        mammogram(root / rel, stored, bits=bits, monochrome1=monochrome1, **kwargs)
+        pixels[rel] = (stored, bits, monochrome1)
+
+    # Study 1 (patient PA): facing as expected (left views' chest wall at the left edge).
+    add("PA/s1/lcc.dcm", phantom(12, "left", 1), 12, side="L", view="CC")
+    top14 = 2 ** 14 - 1
+    add("PA/s1/rcc.dcm", top14 - phantom(14, "right", 2), 14, monochrome1=True,
+        side="R", view="RIGHT CC")
+    add("PA/s1/deep/lmlo.dcm", phantom(12, "left", 3), 12, side="L", view="MLO",
+        side_tag="Laterality", syntax=JPEG2000Lossless)
+    add("PA/s1/deep/rmlo.dcm", phantom(12, "right", 4), 12, side="R", view=None,
+        syntax=JPEGLosslessSV1, view_code=("399368009", "SCT", "medio-lateral oblique"))
+    mammogram(root / "PA/s1/lcc_raw.dcm", phantom(14, "left", 5), bits=14, side="L",
+              view="CC", intent="FOR PROCESSING", sop_class=MG_FOR_PROCESSING)
+    mammogram(root / "PA/s1/lml.dcm", phantom(12, "left", 6), side="L", view="ML")
+    structured_report(root / "PA/s1/report.dcm")
+    (root / "PA/s1/corrupt.dcm").write_bytes(np.random.RandomState(0).bytes(3000))
+    truncated = mammogram(root / "PA/s1/truncated.dcm", phantom(12, "right", 7), side="R",
+                          view="CC")
+    truncated.write_bytes(truncated.read_bytes()[:-1500])
+
+    # Study 2 (patient PB), nested deeper: every image mirrored, two L-CC images, and the
+    # view only in ViewCodeSequence (SNOMED RT code) for one of them.
+    study2 = "1.2.3.2"
+    for rel, side, view, wall, seed, extra in [
+            ("PB/2021/a/img1.dcm", "L", "CC", "right", 11, {"InstanceNumber": 2}),
+            ("PB/2021/a/img2.dcm", "L", "LCC", "right", 12, {"InstanceNumber": 1}),
+            ("PB/2021/b/img3.dcm", "R", None, "left", 13,
+             {"view_code": ("R-10242", "SRT", "cranio-caudal")}),
+            ("PB/2021/b/img4.dcm", "L", "MLO", "right", 14, {}),
+            ("PB/2021/b/img5.dcm", "R", "R MLO", "left", 15, {})]:
+        add(rel, phantom(16, wall, seed), 16, side=side, view=view, study=study2,
+            patient="PB", date="20210304", **extra)
+    return root, pixels
+
+
+@pytest.fixture(scope="module")
+def converted(archive, tmp_path_factory):
+    root, _ = archive
+    out = tmp_path_factory.mktemp("converted")
+    result = dicom.dicom_to_exam_list(root, out / "png", out / "exams.pkl", num_processes=2)
+    with open(out / "exams.pkl.report.csv", newline="") as f:
+        report = {row["path"]: row for row in csv.DictReader(f)}
+    return out, result, report
+
+
+# --------------------------------------------------------------------------- pixels
+def test_png_pixels_follow_the_rule_exactly(archive, converted):
+    _, pixels = archive
+    out, _, report = converted
+    for rel, (stored, bits, monochrome1) in pixels.items():
+        png = io.read_mammogram_png(out / "png" / report[rel]["output_png"])
+        assert png.dtype == np.uint16
+        np.testing.assert_array_equal(png, expected_png(stored, bits, monochrome1), err_msg=rel)
+
+
+def test_full_scale_maps_to_65535_and_monochrome1_is_inverted():
+    ds = Dataset()
+    ds.BitsStored, ds.PhotometricInterpretation = 12, "MONOCHROME1"
+    image, notes = dicom.mammogram_pixels(np.array([[0, 4095, 1, 2048]], np.uint16), ds)
+    assert image.tolist() == [[65535, 0, 65519, 32759]] and notes == []
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    image, _ = dicom.mammogram_pixels(np.array([[0, 4095, 1, 2048]], np.uint16), ds)
+    assert image.tolist() == [[0, 65535, 16, 32776]]
+
+
+def test_modality_rescale_applies_when_not_identity_and_clips():
+    ds = Dataset()
+    ds.BitsStored, ds.PhotometricInterpretation = 12, "MONOCHROME2"
+    ds.RescaleSlope, ds.RescaleIntercept = 1, 0
+    stored = np.array([[0, 100, 4095]], np.uint16)
+    assert dicom.mammogram_pixels(stored, ds)[0].tolist() == [[0, 1600, 65535]]
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -100
+    image, notes = dicom.mammogram_pixels(stored, ds)
+    # 0 -> -100 (clipped to 0), 100 -> 100, 4095 -> 8090 (clipped to 4095)
+    assert image.tolist() == [[0, 1600, 65535]]
+    assert notes == ["2 value(s) outside 0..4095 clipped"]
+    assert ds.RescaleSlope == 2 and ds.BitsStored == 12  # the dataset is not changed
+
+
+def test_voi_window_only_when_asked():
+    ds = Dataset()
+    ds.BitsStored, ds.PhotometricInterpretation = 12, "MONOCHROME2"
+    ds.WindowCenter, ds.WindowWidth = 2048.5, 1025  # LINEAR: 1536..2560 -> 0..4095
+    stored = np.array([[0, 1536, 2048, 2560, 4095]], np.uint16)
+    raw, _ = dicom.mammogram_pixels(stored, ds)
+    assert raw.tolist() == expected_png(stored, 12).tolist()
+    windowed, notes = dicom.mammogram_pixels(stored, ds, apply_voi_lut=True)
+    assert windowed.tolist() == [[0, 0, 32768, 65535, 65535]] and notes == []
+    del ds.WindowCenter, ds.WindowWidth
+    _, notes = dicom.mammogram_pixels(stored, ds, apply_voi_lut=True)
+    assert notes == ["no VOI LUT or window in the file: none applied"]
+
+
+def test_voi_lut_sequence_sets_the_output_bit_depth():
+    ds = Dataset()
+    ds.BitsStored, ds.PhotometricInterpretation = 12, "MONOCHROME1"
+    lut = Dataset()
+    lut.LUTDescriptor = [4, 1, 8]  # 4 entries, first maps input 1, 8-bit output
+    lut.LUTData = [10, 100, 200, 255]
+    ds.VOILUTSequence = [lut]
+    stored = np.array([[0, 1, 2, 3, 4, 4095]], np.uint16)
+    image, _ = dicom.mammogram_pixels(stored, ds, apply_voi_lut=True)
+    # LUT output (10, 10, 100, 200, 255, 255), inverted within 0..255, then times 65535/255.
+    assert image.tolist() == [[(255 - v) * 257 for v in (10, 10, 100, 200, 255, 255)]]
+
+
+# --------------------------------------------------------------------------- headers
+@pytest.mark.parametrize("text, expected", [
+    ("CC", (None, "CC")), ("MLO", (None, "MLO")), ("RIGHT CC", ("R", "CC")),
+    ("L MLO", ("L", "MLO")), ("RCC", ("R", "CC")), ("L-MLO", ("L", "MLO")),
+    ("LMLO", ("L", "MLO")), ("CC ID", (None, "CC")), ("ML", (None, "ML")),
+    ("RML", ("R", "ML")), ("XCCL", (None, "XCCL")), ("LM", (None, "LM")),
+    ("CC SPOT", (None, "CC SPOT")), ("", (None, None)), (None, (None, None))])
+def test_view_position_forms(text, expected):
+    assert dicom.parse_view_position(text) == expected
+
+
+def test_skip_reasons_for_headers(tmp_path):
+    def header(**kwargs):
+        path = mammogram(tmp_path / "x.dcm", phantom(12), **kwargs)
+        return dicom.skip_reason(pydicom.dcmread(path, stop_before_pixels=True))
+
+    assert header() == ""
+    assert header(intent=None) == ""
+    assert header(side="B").startswith("ImageLaterality is 'B'")
+    assert header(side=None).startswith("no laterality")
+    assert header(side=None, view="LCC") == ""
+    assert header(view=None).startswith("no view")
+    assert header(view="XCCL") == "view 'XCCL' is not CC or MLO"
+    assert header(view=None, view_code=("R-10224", "SRT", "medio-lateral")) == \
+        "view 'medio-lateral' is not CC or MLO"
+    assert header(NumberOfFrames=3).startswith("multi-frame image (3 frames")
+    assert "signed pixel data" in header(PixelRepresentation=1)
+    assert header(Modality="CR").startswith("Modality CR, not MG")
+    spot = Dataset()
+    spot.CodeValue, spot.CodingSchemeDesignator, spot.CodeMeaning = \
+        "R-102D7", "SRT", "Spot Compression"
+    assert header(ViewModifierCodeSequence=[spot]).startswith("spot compression view")
+
+
+# --------------------------------------------------------------------------- exams, report
+def test_grouping_views_and_names(converted):
+    out, result, _ = converted
+    assert result.exit_code == 3  # the truncated mammogram failed; everything else is fine
+    exams = load_exam_list(out / "exams.pkl")
+    assert exams == result.exam_list
+    assert exams == [
+        {"horizontal_flip": "NO", "L-CC": ["PA_20200102_L_CC"], "R-CC": ["PA_20200102_R_CC"],
+         "L-MLO": ["PA_20200102_L_MLO"], "R-MLO": ["PA_20200102_R_MLO"]},
+        # InstanceNumber orders the two L-CC images (img2 is instance 1).
+        {"horizontal_flip": "YES", "L-CC": ["PB_20210304_L_CC_1", "PB_20210304_L_CC_2"],
+         "R-CC": ["PB_20210304_R_CC"], "L-MLO": ["PB_20210304_L_MLO"],
+         "R-MLO": ["PB_20210304_R_MLO"]}]
+    assert sorted(p.name for p in (out / "png").iterdir()) == sorted(
+        f"{name}.png" for exam in exams for view in VIEWS for name in exam[view])
+
+
+def test_report_rows(archive, converted):
+    root, _ = archive
+    _, _, report = converted
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert sorted(report) == files
+    status = {path: row["status"] for path, row in report.items()}
+    kept = [p for p in files if status[p] == "kept"]
+    assert len(kept) == 9
+    assert status["PA/s1/truncated.dcm"] == "failed"
+    assert "pixel data cannot be decoded" in report["PA/s1/truncated.dcm"]["reason"]
+    reasons = {p: report[p]["reason"] for p in files if status[p] == "skipped"}
+    assert reasons["PA/s1/lcc_raw.dcm"].startswith("FOR PROCESSING image")
+    assert reasons["PA/s1/lml.dcm"] == "view 'ML' is not CC or MLO"
+    assert reasons["PA/s1/report.dcm"] == "not an image (Basic Text SR Storage)"
+    assert reasons["PA/s1/corrupt.dcm"].startswith("not a DICOM file")
+    assert len(reasons) == 4
+    rcc = report["PA/s1/rcc.dcm"]
+    assert (rcc["exam"], rcc["exam_id"], rcc["study"], rcc["patient"], rcc["side"], rcc["view"],
+            rcc["bits"], rcc["photometric"], rcc["orientation"], rcc["output_png"]) == \
+        ("0", "PA_20200102", "1.2.3.1", "PA", "R", "CC", "14", "MONOCHROME1", "expected",
+         "PA_20200102_R_CC.png")
+    assert report["PA/s1/deep/lmlo.dcm"]["transfer_syntax"] == "JPEG 2000 Image Compression (Lossless Only)"
+    assert report["PA/s1/deep/rmlo.dcm"]["view"] == "MLO"
+    assert report["PB/2021/a/img1.dcm"]["orientation"] == "mirrored"
+    assert report["PB/2021/a/img1.dcm"]["reason"] == ""
+
+
+def test_one_mirrored_image_is_reported_and_exam_stays_no(tmp_path):
+    root = tmp_path / "in"
+    for name, side, view, wall in [("a.dcm", "L", "CC", "left"), ("b.dcm", "R", "CC", "right"),
+                                   ("c.dcm", "L", "MLO", "right"), ("d.dcm", "R", "MLO", "right")]:
+        mammogram(root / name, phantom(12, wall), side=side, view=view)
+    result = dicom.dicom_to_exam_list(root, tmp_path / "png", tmp_path / "exams.json")
+    assert result.exit_code == 0
+    assert [e["horizontal_flip"] for e in load_exam_list(tmp_path / "exams.json")] == ["NO"]
+    rows = {r["path"]: r for r in result.rows}
+    assert rows["c.dcm"]["orientation"] == "mirrored"
+    assert "breast faces the other way" in rows["c.dcm"]["reason"]
+    assert rows["d.dcm"]["reason"] == ""
+
+
+def test_studies_sharing_patient_and_date_get_distinct_stable_names(tmp_path):
+    root = tmp_path / "in"
+    mammogram(root / "a.dcm", phantom(12), study="1.2.9.1")
+    mammogram(root / "b.dcm", phantom(12), study="1.2.9.2")
+    first = dicom.dicom_to_exam_list(root, tmp_path / "png", tmp_path / "e.pkl").exam_list
+    again = dicom.dicom_to_exam_list(root, tmp_path / "png", tmp_path / "e.pkl",
+                                     overwrite=True).exam_list
+    assert first == again
+    names = [exam["L-CC"][0] for exam in first]
+    assert len(set(names)) == 2
+    assert all(n.startswith("PA_20200102-") and n.endswith("_L_CC") for n in names)
+
+
+def test_existing_outputs_are_refused_without_overwrite(converted, archive):
+    root, _ = archive
+    out, _, _ = converted
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        dicom.dicom_to_exam_list(root, out / "png", out / "other.pkl")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        dicom.dicom_to_exam_list(root, out / "new_png", out / "exams.pkl")
+
+
+def test_nothing_kept_writes_the_report_and_raises(tmp_path):
+    root = tmp_path / "in"
+    structured_report(root / "sr.dcm")
+    with pytest.raises(PipelineError, match="no usable image"):
+        dicom.dicom_to_exam_list(root, tmp_path / "png", tmp_path / "e.pkl")
+    assert (tmp_path / "e.pkl.report.csv").is_file()
+    assert not (tmp_path / "png").exists() and not (tmp_path / "e.pkl").exists()
+
+
+def test_script_exit_codes(archive, tmp_path):
+    root, _ = archive
+    args = ["--dicom-folder", root, "--output-data-folder", tmp_path / "png",
+            "--exam-list-path", tmp_path / "exams.pkl", "--num-processes", "1"]
+    run_script("utilities/dicom_to_exam_list.py", *args, check=3)
+    assert len(load_exam_list(tmp_path / "exams.pkl")) == 2
+    assert (tmp_path / "exams.pkl.failures.csv").is_file()
+    proc = run_script("utilities/dicom_to_exam_list.py", *args, check=2)
+    assert "--overwrite" in proc.stderr
+    run_script("utilities/dicom_to_exam_list.py", *args, "--overwrite",
+               "--report", tmp_path / "r.csv", check=3)
+    assert (tmp_path / "r.csv").is_file()
