@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+DEVICE_TYPE ?= gpu
+REPRO := reproduce_output
 
-.PHONY: test demo venv clean-venv
+.PHONY: test demo download reproduce bench venv clean-venv
 
 venv: $(STAMP)
 
@@ -16,6 +18,54 @@ $(STAMP): requirements.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
+
+# Demo weights fill in only the checkpoints missing from models/; official ones are kept.
+demo: $(STAMP)
+	$(PY) src/utilities/make_demo_weights.py
+	@$(MAKE) --no-print-directory demo-banner
+	DEVICE_TYPE=$(DEVICE_TYPE) VISUALIZE=1 PYTHON=$(PY) bash run.sh
+	DEVICE_TYPE=$(DEVICE_TYPE) VISUALIZE=1 PYTHON=$(PY) bash run_single.sh sample_data/images/0_L_CC.png L-CC
+	@$(MAKE) --no-print-directory demo-banner
+	@echo "Outputs: sample_output/ and sample_single_output/"
+
+.PHONY: demo-banner
+demo-banner:
+	@if $(PY) src/utilities/make_demo_weights.py --status | grep -q 'demo$$'; then \
+	  mkdir -p sample_output; cp models/DEMO_WEIGHTS.txt sample_output/DEMO_WEIGHTS_README.txt; \
+	  echo ""; \
+	  echo "************************************************************************"; \
+	  echo "*  DEMO WEIGHTS (untrained): the numbers below are NOT predictions.    *"; \
+	  echo "*  Run 'make download' for the official weights (needs a network).    *"; \
+	  echo "************************************************************************"; \
+	  echo ""; \
+	else rm -f sample_output/DEMO_WEIGHTS_README.txt; fi
+
+download: $(STAMP)
+	$(PY) src/utilities/download_files.py
+
+# Official weights and sample exams, the whole pipeline, and our numbers beside the published ones.
+reproduce: $(STAMP)
+	$(PY) src/utilities/download_files.py --sample-images
+	DEVICE_TYPE=$(DEVICE_TYPE) PYTHON=$(PY) \
+	  DATA_FOLDER=official_sample_data/images \
+	  INITIAL_EXAM_LIST_PATH=official_sample_data/exam_list_before_cropping.pkl \
+	  CROPPED_IMAGE_PATH=$(REPRO)/cropped_images \
+	  CROPPED_EXAM_LIST_PATH=$(REPRO)/cropped_images/cropped_exam_list.pkl \
+	  EXAM_LIST_PATH=$(REPRO)/data.pkl HEATMAPS_PATH=$(REPRO)/heatmaps \
+	  IMAGE_PREDICTIONS_PATH=$(REPRO)/image_predictions.csv \
+	  IMAGEHEATMAPS_PREDICTIONS_PATH=$(REPRO)/imageheatmaps_predictions.csv \
+	  bash run.sh
+	DEVICE_TYPE=$(DEVICE_TYPE) PYTHON=$(PY) OUTPUT_PATH=$(REPRO)/single \
+	  bash run_single.sh official_sample_data/images/0_L_CC.png L-CC
+	$(PY) src/utilities/compare_published.py \
+	  --image-predictions $(REPRO)/image_predictions.csv \
+	  --imageheatmaps-predictions $(REPRO)/imageheatmaps_predictions.csv \
+	  --single-predictions $(REPRO)/single/predictions.jsonl
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_preprocess.py
+	$(PY) benchmarks/bench_heatmaps.py
+	$(PY) benchmarks/bench_classifiers.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -51,3 +51,29 @@ def compare_with_published(predictions_paths):
                 lines.append(f"| {model} | {exam} | {label} | {expected[exam, j]:.4f} | "
                              f"{ours[exam, j]:.4f} | {diff:.4f} |")
     return lines, worst
+
+
+def compare_single_with_published(jsonl_path):
+    """Table lines and largest difference for run_single.sh's two JSON lines on 0_L_CC.
+
+    The image-only figures are published to 4 places only, so differences there are
+    rounded to that precision before comparing.
+    """
+    import json
+
+    lines, worst = [], 0.0
+    try:
+        rows = [json.loads(line) for line in open(jsonl_path) if line.strip().startswith("{")]
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"{jsonl_path}: cannot read single-image predictions ({err})") from err
+    if len(rows) != 2:
+        raise PipelineError(f"{jsonl_path}: expected 2 JSON lines (image, image+heatmaps), "
+                            f"found {len(rows)}")
+    for model, row in zip(("image", "imageheatmaps"), rows):
+        for key in ("benign", "malignant"):
+            published, ours = PUBLISHED_SINGLE[model][key], float(row[key])
+            diff = abs(round(ours, 4) - published) if model == "image" else abs(ours - published)
+            worst = max(worst, diff)
+            lines.append(f"| single 0_L_CC {model} | | {key} | {published} | {ours:.6f} | "
+                         f"{diff:.4f} |")
+    return lines, worst
