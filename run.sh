@@ -38,10 +38,6 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
-# The cropped exam list lives inside the cropped-image folder by default (as in the
-# original); stage 1 writes it beside the folder first, then moves it in.
-CROPPED_LIST_TMP="$(dirname "$CROPPED_IMAGE_PATH")/.$(basename "$CROPPED_EXAM_LIST_PATH").run-$$"
-
 OUTPUTS_AFTER_STAGE=(
     "$EXAM_LIST_PATH"
     "$HEATMAPS_PATH"
@@ -69,7 +65,6 @@ check_status() {  # $1: stage exit status, $2: stage name, $3: first stale outpu
     elif [ "$status" -ne 0 ]; then
         echo "run.sh: $2 failed (exit $status); stopping" >&2
         remove_later_outputs "$3"
-        rm -f -- "$CROPPED_LIST_TMP"
         exit "$status"
     fi
 }
@@ -79,20 +74,10 @@ echo "Stage 1: Crop Mammograms"
     --input-data-folder "$DATA_FOLDER" \
     --output-data-folder "$CROPPED_IMAGE_PATH" \
     --exam-list-path "$INITIAL_EXAM_LIST_PATH" \
-    --cropped-exam-list-path "$CROPPED_LIST_TMP" \
+    --cropped-exam-list-path "$CROPPED_EXAM_LIST_PATH" \
     --num-processes "$NUM_PROCESSES" \
     --overwrite
-status=$?
-if [ -e "$CROPPED_LIST_TMP" ]; then
-    mkdir -p "$(dirname "$CROPPED_EXAM_LIST_PATH")"
-    mv -f -- "$CROPPED_LIST_TMP" "$CROPPED_EXAM_LIST_PATH"
-    if [ -e "$CROPPED_LIST_TMP.failures.csv" ]; then
-        mv -f -- "$CROPPED_LIST_TMP.failures.csv" "$CROPPED_EXAM_LIST_PATH.failures.csv"
-    else
-        rm -f -- "$CROPPED_EXAM_LIST_PATH.failures.csv"
-    fi
-fi
-check_status $status "Stage 1" 0
+check_status $? "Stage 1" 0
 
 echo "Stage 2: Extract Centers"
 "$PYTHON" src/optimal_centers/get_optimal_centers.py \

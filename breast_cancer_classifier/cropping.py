@@ -232,12 +232,23 @@ def run_crop_mammograms(exam_list_path, input_dir, output_dir, cropped_exam_list
     io.check_output_file(cropped_exam_list_path, overwrite)
     exam_list = load_exam_list(exam_list_path)
     failures = FailureReport("crop_mammogram")
+    # The original keeps the list inside the image folder (run.sh's default): then it
+    # must be written into the staged folder, or the folder swap would drop it.
+    inside = _relative_to(cropped_exam_list_path, output_dir)
     with io.staged_output_dir(output_dir, overwrite) as stage:
         cropped = crop_exam_list(exam_list, input_dir, stage, num_processes, iterations,
                                  buffer_size, failures)
-        save_exam_list(cropped, cropped_exam_list_path)
+        save_exam_list(cropped, stage / inside if inside else cropped_exam_list_path)
     failures.write(cropped_exam_list_path)
     return failures.exit_code(sum(1 for _ in iter_images(exam_list)))
+
+
+def _relative_to(path, folder):
+    """``path`` relative to ``folder`` if it lies inside it, else None."""
+    try:
+        return Path(path).resolve().relative_to(Path(folder).resolve())
+    except ValueError:
+        return None
 
 
 def run_crop_single(mammogram_path, view, horizontal_flip, cropped_path, metadata_path,

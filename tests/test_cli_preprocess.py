@@ -109,3 +109,16 @@ def test_json_exam_lists_work_end_to_end(tmp_path, flip):
                       "--num-iterations", 10, "--num-processes", 2)
     assert proc.returncode == 0, proc.stderr
     assert load_exam_list(tmp_path / "c.json")[0]["horizontal_flip"] == flip
+
+
+def test_cropped_exam_list_inside_the_output_folder_survives_the_swap(tmp_path):
+    # run.sh's default layout: sample_output/cropped_images/cropped_exam_list.pkl
+    exam_list = make_exam_folder(tmp_path / "in")
+    for extra in ([], ["--overwrite"]):
+        proc = run_script("cropping/crop_mammogram.py", "--input-data-folder", tmp_path / "in",
+                          "--output-data-folder", tmp_path / "cropped", "--exam-list-path",
+                          exam_list, "--cropped-exam-list-path",
+                          tmp_path / "cropped" / "cropped_exam_list.pkl",
+                          "--num-iterations", 10, *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert load_exam_list(tmp_path / "cropped" / "cropped_exam_list.pkl")[0]["L-CC"] == ["0_L_CC"]

@@ -1,0 +1,285 @@
+"""Demo weights: deterministic, UNTRAINED stand-ins for the five official checkpoints.
+
+When the official weights are absent (no network, or before ``download_files``), the
+pipeline can still run end to end on these. They are written in the original release's
+formats, so they load through the same checkpoint code as the official files:
+
+- ``sample_patch_model.p``: a bare state dict of torchvision's DenseNet-121 with 4 classes;
+- ``sample_image_model.p`` / ``sample_imageheatmaps_model.p``: ``{"model": state_dict}`` of
+  the view_split classifier, 1 / 3 input channels;
+- ``ImageOnly__ModeImage_weights.p`` / ``ImageHeatmaps__ModeImage_weights.p``: the same for
+  the image-mode classifier. As in the original files, the state dict holds the shared
+  columns (``four_view_resnet.cc.``/``.mlo.``) and identical copies under the per-view
+  aliases ``l_cc``, ``l_mlo``, ``r_cc``, ``r_mlo``.
+
+Parameters are PyTorch's default initialisation after ``torch.manual_seed(seed)``. The
+BatchNorm running statistics are then measured on synthetic phantoms (one pass in train
+mode with a cumulative average), so activations keep a sensible scale and outputs are not
+saturated. The numbers these weights produce are NOT predictions: ``DEMO_WEIGHTS.txt`` in
+the models folder says so and records the git blob SHA-1 of every demo file, which is how
+other commands tell demo files from official ones.
+"""
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .download import (DEFAULT_MODELS_DIR, MANIFEST_PATH, git_blob_sha1,
+                       verified_official_weights)
+from .errors import OutputExistsError
+from .io import atomic_path, write_bytes_atomic
+from .runtime import log
+from .views import INPUT_SIZE, VIEWS, flip_for_model, view_angle
+
+DEMO_SEED = 0
+MARKER_NAME = "DEMO_WEIGHTS.txt"
+# Official file name → (model, input channels).
+DEMO_FILES = OrderedDict([
+    ("sample_patch_model.p", ("patch", 3)),
+    ("sample_image_model.p", ("view_split", 1)),
+    ("sample_imageheatmaps_model.p", ("view_split", 3)),
+    ("ImageOnly__ModeImage_weights.p", ("image", 1)),
+    ("ImageHeatmaps__ModeImage_weights.p", ("image", 3)),
+])
+# Calibration inputs: phantom windows at half the model's input size (SPEC 1) keep the
+# measurement to a few seconds per model; patches 256 px (SPEC 6) on a 128-px grid.
+WINDOW_SCALE = 0.5
+PATCH_SIZE, PATCH_GRID = 256, 128
+PATCHES_PER_IMAGE = None  # all grid positions (14 patches in all)
+CALIBRATION_EXAMS = (0, 1)
+HEATMAP_LEVEL = 0.25  # what the untrained patch model's softmax gives, about 1/4 per class
+# Per-view column aliases of the original checkpoints, in their key order.
+_ALIASES = (("cc", "l_cc"), ("mlo", "l_mlo"), ("cc", "r_cc"), ("mlo", "r_mlo"))
+
+MARKER_TEXT = """\
+DEMO WEIGHTS: NOT TRAINED. THE NUMBERS THEY PRODUCE ARE NOT PREDICTIONS.
+
+The files listed below were made by src/utilities/make_demo_weights.py (seed {seed}):
+random initialisation, with BatchNorm statistics measured on synthetic phantoms, saved in
+the original release's checkpoint formats so that the whole pipeline can run without the
+official weights. Nothing they output says anything about any mammogram.
+
+To get the official weights run
+    python src/utilities/download_files.py
+which replaces the files listed here and removes this note when none are left.
+
+# file<TAB>git blob SHA-1 of the demo file
+"""
+
+
+# --------------------------------------------------------------------------- state dicts
+def make_patch_state_dict(seed=DEMO_SEED, patches_per_image=None):
+    """Demo DenseNet-121 patch classifier: a bare state dict with torchvision's keys."""
+    import torch
+    from torchvision.models import densenet121
+
+    from .patch_model import PatchClassifier
+
+    with torch.random.fork_rng(devices=[]):  # seed a private copy of the global generator
+        torch.manual_seed(seed)
+        reference = densenet121(weights=None, num_classes=4)
+        model = PatchClassifier()
+    model.load_state_dict(reference.state_dict())
+    batch = torch.from_numpy(_calibration_patches(seed, patches_per_image))
+    _calibrate_batchnorm(model, lambda: model(batch))
+    return model.state_dict()
+
+
+def make_classifier_state_dict(mode, channels, seed=DEMO_SEED, window_scale=WINDOW_SCALE):
+    """Demo cancer classifier (``mode`` 'view_split' or 'image'): the checkpoint's state dict.
+
+    Keys are the original files', aliases included (they share storage with the columns).
+    """
+    import torch
+
+    from .classifier_models import build_image_model, build_view_split_model
+
+    builders = {"view_split": build_view_split_model, "image": build_image_model}
+    if mode not in builders:
+        raise ValueError(f"mode must be 'view_split' or 'image', got {mode!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = builders[mode](channels)
+    views = {view: torch.from_numpy(_calibration_windows(view, channels, seed, window_scale))
+             for view in VIEWS}
+    _calibrate_batchnorm(model, lambda: model(views))
+    return with_column_aliases(model.state_dict())
+
+
+def with_column_aliases(state_dict):
+    """Add the original checkpoints' per-view column copies (same tensors) after the columns."""
+    prefix = "four_view_resnet."
+    columns = [(k, v) for k, v in state_dict.items() if k.startswith(prefix)]
+    rest = [(k, v) for k, v in state_dict.items() if not k.startswith(prefix)]
+    aliases = [(f"{prefix}{alias}.{k[len(prefix) + len(column) + 1:]}", v)
+               for column, alias in _ALIASES for k, v in columns
+               if k.startswith(f"{prefix}{column}.")]
+    return OrderedDict(columns + aliases + rest)
+
+
+def _calibrate_batchnorm(model, forward):
+    """Set every BatchNorm's running statistics to those of one ``forward()`` pass; eval mode."""
+    import torch
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average: one pass gives exactly its statistics
+    model.train()
+    with torch.no_grad():
+        forward()
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
+# --------------------------------------------------------------------------- calibration data
+def _phantom_crop(exam_index, view, seed):
+    """A phantom cut to its breast's bounding box, flipped to face right, as float64."""
+    from .phantoms import make_phantom
+
+    phantom = make_phantom(exam_index, view, seed)
+    rows = np.flatnonzero(phantom.breast.any(axis=1))
+    cols = np.flatnonzero(phantom.breast.any(axis=0))
+    crop = phantom.image[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    return flip_for_model(crop, view, "NO").astype(np.float64)
+
+
+def _standardized(image):
+    centred = image - image.mean()
+    return centred / max(centred.std(), 1e-5)
+
+
+def _calibration_patches(seed, per_image=None):
+    """(N, 3, 256, 256) float32 patches of standardized phantoms, as stage 3 feeds them."""
+    patches = []
+    for view in ("L-CC", "L-MLO"):
+        image = _standardized(_phantom_crop(CALIBRATION_EXAMS[0], view, seed))
+        starts = [(r, c) for r in range(0, image.shape[0] - PATCH_SIZE + 1, PATCH_GRID)
+                  for c in range(0, image.shape[1] - PATCH_SIZE + 1, PATCH_GRID)]
+        for r, c in starts[:per_image]:
+            patches.append(image[r:r + PATCH_SIZE, c:c + PATCH_SIZE])
+    batch = np.stack(patches).astype(np.float32)[:, None]
+    return np.ascontiguousarray(np.repeat(batch, 3, axis=1))
+
+
+def _calibration_windows(view, channels, seed, window_scale):
+    """(N, C, h, w) float32 model inputs of ``view`` built from phantoms of a few exams.
+
+    Each crop sits in a zero window as stage 4 pads small crops (CC centred vertically,
+    MLO at the top, both at the chest-wall side); the image channel is standardized over
+    the window and heatmap channels hold ``HEATMAP_LEVEL`` over the crop.
+    """
+    height, width = (max(int(round(n * window_scale)), 32) for n in INPUT_SIZE[view_angle(view)])
+    batch = np.zeros((len(CALIBRATION_EXAMS), channels, height, width), dtype=np.float32)
+    for i, exam_index in enumerate(CALIBRATION_EXAMS):
+        crop = _phantom_crop(exam_index, view, seed)[:height, :width]
+        top = (height - crop.shape[0]) // 2 if view_angle(view) == "CC" else 0
+        window = np.zeros((height, width))
+        window[top:top + crop.shape[0], :crop.shape[1]] = crop
+        batch[i, 0] = _standardized(window)
+        batch[i, 1:, top:top + crop.shape[0], :crop.shape[1]] = HEATMAP_LEVEL
+    return batch
+
+
+# --------------------------------------------------------------------------- files
+def demo_weight_files(models_dir=DEFAULT_MODELS_DIR):
+    """``{name: path}`` of files in ``models_dir`` that hold demo weights (hash-checked)."""
+    models_dir = Path(models_dir)
+    recorded = _read_marker(models_dir)
+    return {name: models_dir / name for name, sha1 in recorded.items()
+            if (models_dir / name).is_file() and git_blob_sha1(models_dir / name) == sha1}
+
+
+def weights_status(models_dir=DEFAULT_MODELS_DIR, manifest_path=MANIFEST_PATH):
+    """``{name: 'official' | 'demo' | 'missing' | 'other'}`` for the five checkpoints."""
+    models_dir = Path(models_dir)
+    official = verified_official_weights(models_dir, manifest_path)
+    demo = demo_weight_files(models_dir)
+    return {name: ("official" if name in official else "demo" if name in demo
+                   else "other" if (models_dir / name).exists() else "missing")
+            for name in DEMO_FILES}
+
+
+def forget_demo_weights(models_dir, names):
+    """Drop ``names`` from the demo note (their files were replaced); remove an empty note."""
+    models_dir = Path(models_dir)
+    recorded = _read_marker(models_dir)
+    for name in names:
+        recorded.pop(name, None)
+    _write_marker(models_dir, recorded)
+
+
+def write_demo_weights(models_dir=DEFAULT_MODELS_DIR, seed=DEMO_SEED, overwrite=False,
+                       manifest_path=MANIFEST_PATH):
+    """Write the demo checkpoints that are missing; returns ``(written, kept)`` paths.
+
+    Official files (verified against the manifest) are never replaced, not even with
+    ``overwrite``; demo files already made with ``seed`` are kept; any other existing file
+    of the same name is refused unless ``overwrite``.
+    """
+    import torch
+
+    models_dir = Path(models_dir)
+    status = weights_status(models_dir, manifest_path)
+    recorded = {name: sha1 for name, sha1 in _read_marker(models_dir).items()
+                if status.get(name) == "demo"}
+    same_seed = _marker_seed(models_dir) == seed
+    others = [n for n, s in status.items() if s == "other"]
+    if others and not overwrite:
+        raise OutputExistsError(
+            f"{models_dir}: {', '.join(others)} exist but are neither the official weights "
+            "nor demo weights; move them away or pass --overwrite to replace them")
+    written, kept = [], []
+    for name, (model, channels) in DEMO_FILES.items():
+        path = models_dir / name
+        if status[name] == "official" or (status[name] == "demo" and same_seed):
+            log.info("%s: %s weights present, kept", path, status[name])
+            kept.append(path)
+            continue
+        log.info("%s: making demo weights (%s, %d channel(s))", path, model, channels)
+        if model == "patch":
+            checkpoint = make_patch_state_dict(seed, PATCHES_PER_IMAGE)
+        else:
+            checkpoint = {"model": make_classifier_state_dict(model, channels, seed,
+                                                              WINDOW_SCALE)}
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+        recorded[name] = git_blob_sha1(path)
+        written.append(path)
+    _write_marker(models_dir, recorded, seed)
+    return written, kept
+
+
+def _read_marker(models_dir):
+    path = Path(models_dir) / MARKER_NAME
+    if not path.is_file():
+        return {}
+    entries = {}
+    for line in path.read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) == 2 and fields[0] in DEMO_FILES and len(fields[1]) == 40:
+            entries[fields[0]] = fields[1]
+    return entries
+
+
+def _marker_seed(models_dir):
+    path = Path(models_dir) / MARKER_NAME
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.startswith("# seed\t"):
+                return int(line.split("\t")[1])
+    return None
+
+
+def _write_marker(models_dir, recorded, seed=None):
+    path = Path(models_dir) / MARKER_NAME
+    if not recorded:
+        path.unlink(missing_ok=True)
+        return
+    seed = _marker_seed(models_dir) if seed is None else seed
+    lines = [f"{name}\t{sha1}" for name, sha1 in recorded.items()]
+    write_bytes_atomic(path, (MARKER_TEXT.format(seed=seed) + f"# seed\t{seed}\n"
+                              + "\n".join(lines) + "\n").encode())
