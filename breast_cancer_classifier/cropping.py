@@ -70,12 +70,34 @@ def breast_mask(image, iterations=NUM_ITERATIONS, method="distance"):
     Returns a (H, W) bool array, or ``None`` when nothing survives the erosion.
     """
     eroded = _erode(image > 0, iterations, method)
-    labels, count = ndimage.label(eroded)
-    if count == 0:
+    if method == "iterative":
+        labels, count = ndimage.label(eroded)
+        if count == 0:
+            return None
+        return _dilate(labels == _largest_label(labels, count), iterations, method)
+    # Same masks, less work: label only inside the eroded mask's bounding box, and dilate
+    # only inside that box grown by `iterations` (the dilation cannot reach further).
+    rows, cols = np.flatnonzero(eroded.any(axis=1)), np.flatnonzero(eroded.any(axis=0))
+    if rows.size == 0:
         return None
-    sizes = np.bincount(labels.ravel())[1:]
-    largest = int(np.argmax(sizes)) + 1  # argmax takes the first maximum: lowest label wins
-    return _dilate(labels == largest, iterations, method)
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    labels, count = ndimage.label(eroded[box])
+    component = eroded[box] if count == 1 else labels == _largest_label(labels, count)
+    grown = tuple(slice(max(b.start - iterations, 0), min(b.stop + iterations, n))
+                  for b, n in zip(box, image.shape))
+    seed = np.zeros([g.stop - g.start for g in grown], bool)
+    seed[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown))] = component
+    big = np.zeros(image.shape, bool)
+    big[grown] = _dilate(seed, iterations, method)
+    return big
+
+
+def _largest_label(labels, count):
+    """Label of the largest component; on a tie the lowest label (SPEC §4 step 4)."""
+    if count == 1:
+        return 1
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return int(np.argmax(sizes)) + 1  # argmax takes the first maximum
 
 
 # --------------------------------------------------------------------------- crop window
