@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from . import io
-from .errors import ExamListError, InputImageError
+from .errors import ExamListError
 from .exam_list import add_stage_key, exam_names, iter_images
-from .failures import FailureReport
+from .failures import FailureReport, outcome
 from .runtime import parallel_map
 from .views import INPUT_SIZE, VIEWS, flip_for_model, view_angle
 
@@ -92,12 +92,8 @@ def get_optimal_center_file(image_path, view, horizontal_flip, rightmost_points,
 
 
 def _center_task(task):
-    try:
-        return get_optimal_center_file(*task), None
-    except InputImageError as err:
-        return None, str(err)
-    except Exception as err:  # one image's surprise must not stop the others
-        return None, f"{task[0]}: unexpected {type(err).__name__}: {err}"
+    """Worker for the process pool: returns (center, None) or (None, error message)."""
+    return outcome(get_optimal_center_file, *task, name=task[0])
 
 
 def get_optimal_centers(exam_list, data_prefix, num_processes=1, failures=None):

@@ -19,7 +19,7 @@ from scipy import ndimage
 from . import io
 from .errors import ExamListError, InputImageError
 from .exam_list import STAGE_KEYS, add_stage_key, exam_names, iter_images
-from .failures import FailureReport
+from .failures import FailureReport, outcome
 from .runtime import log, parallel_map
 from .views import VIEWS, view_side
 
@@ -175,15 +175,8 @@ def crop_mammogram_file(input_path, output_path, view, horizontal_flip,
 
 
 def _crop_task(task):
-    """Worker for the process pool: never raises, returns (result, error message)."""
-    input_path, output_path, view, horizontal_flip, iterations, buffer_size = task
-    try:
-        return crop_mammogram_file(input_path, output_path, view, horizontal_flip,
-                                   iterations, buffer_size), None
-    except InputImageError as err:
-        return None, str(err)
-    except Exception as err:  # an unexpected failure must not stop the other images
-        return None, f"{input_path}: unexpected {type(err).__name__}: {err}"
+    """Worker for the process pool: returns (CropResult, None) or (None, error message)."""
+    return outcome(crop_mammogram_file, *task, name=task[0])
 
 
 def crop_exam_list(exam_list, input_dir, output_dir, num_processes=1,

@@ -11,9 +11,25 @@ import os
 from pathlib import Path
 
 from . import io
+from .errors import PipelineError
 from .runtime import log
 
 EXIT_OK, EXIT_NOTHING_DONE, EXIT_BAD_INPUT, EXIT_PARTIAL = 0, 1, 2, 3
+
+
+def outcome(function, *args, name=None):
+    """``(function(*args), None)``, or ``(None, message)`` when it fails.
+
+    For process-pool workers: one item's failure must come back as a message, never stop
+    the other items. Our own errors keep their message; anything else is named as
+    unexpected, with ``name`` (the file or item) in front.
+    """
+    try:
+        return function(*args), None
+    except PipelineError as err:
+        return None, str(err)
+    except Exception as err:  # noqa: BLE001 - reported, never silent
+        return None, f"{name}: unexpected {type(err).__name__}: {err}"
 
 
 def failures_csv_path(output_path):
