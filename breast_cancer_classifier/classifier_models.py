@@ -42,16 +42,17 @@ class _BasicBlockV2(nn.Module):
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.relu = nn.ReLU()
         self.downsample = (nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False))
                            if downsample else None)
 
     def forward(self, x):
-        a = self.relu(self.bn1(x))
+        # In-place ReLU and sum: same numbers, fewer full-size allocations (the outputs of
+        # bn1, bn2 and conv2 are not needed again, also not by autograd).
+        a = torch.relu_(self.bn1(x))
         shortcut = x if self.downsample is None else self.downsample(a)
         h = self.conv1(a)
-        h = self.conv2(self.relu(self.bn2(h)))
-        return h + shortcut
+        h = self.conv2(torch.relu_(self.bn2(h)))
+        return h.add_(shortcut)
 
 
 class ResNetColumn(nn.Module):
@@ -77,13 +78,12 @@ class ResNetColumn(nn.Module):
             inplanes = planes
         self.layer_list = nn.ModuleList(layers)
         self.final_bn = nn.BatchNorm2d(inplanes)
-        self.relu = nn.ReLU()
 
     def forward(self, x):
         h = self.first_pool(self.first_conv(x))
         for layer in self.layer_list:
             h = layer(h)
-        h = self.relu(self.final_bn(h))
+        h = torch.relu_(self.final_bn(h))
         return h.flatten(2).mean(-1)
 
 

@@ -1,0 +1,292 @@
+"""Stage 4: classify exams (``run_model``) and single images (``run_model_single``), SPEC 7 and 9.
+
+Per exam: read each view's cropped image(s) and, with heatmaps, both heatmaps (mirrored so
+the breast faces right), draw the exam's random numbers (``augmentation.draw_exam``), then
+for every repetition cut, resize and standardize one window per view and run the model.
+``--batch-size N`` runs N repetitions in one forward pass; the draws and the numbers are
+those of batch size 1. Each label's probability is the mean over the repetitions (float32).
+
+Failure policy (README, "Failures and exit codes"): an exam that lacks a view, or whose
+image or heatmap is missing or unreadable, gets a row of empty values in the CSV (rows stay
+aligned with the exam list), is listed in ``<output>.failures.csv``, and the run exits 3.
+Its random numbers are still drawn, exactly as for a complete exam (a view with no image
+draws as a one-image view), so every other row is identical to that of a run in which the
+failed exam's files were present: a failure never shifts the stream of the exams after it.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io
+from .augmentation import draw_exam, draw_single_image, model_window
+from .checkpoints.classifier import load_classifier, load_single_image_model
+from .errors import ExamListError, InputImageError, PipelineError
+from .exam_list import exam_names, load_exam_list, load_metadata
+from .failures import FailureReport
+from .runtime import log, progress, resolve_device
+from .views import LABELS, VIEWS, flip_for_model, view_angle
+
+STAGE = "run_model"
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """What ``run_model`` does besides its paths; defaults are the reference's (SPEC 7.3)."""
+
+    model_mode: str = "view_split"
+    use_heatmaps: bool = False
+    use_augmentation: bool = False
+    use_hdf5: bool = False
+    num_epochs: int = 1
+    batch_size: int = 1
+    seed: int = 0
+
+    @property
+    def channels(self):
+        return 3 if self.use_heatmaps else 1
+
+    def check(self):
+        if self.num_epochs < 1 or self.batch_size < 1:
+            raise PipelineError(f"--num-epochs and --batch-size must be >= 1, got "
+                                f"{self.num_epochs} and {self.batch_size}")
+
+
+def reuse_freed_memory():
+    """Make glibc keep freed memory for reuse instead of returning it to the system.
+
+    Every layer of a full-size forward pass allocates tensors of tens of MB. glibc serves
+    each from fresh ``mmap`` pages and unmaps them when freed, so every pass pays about
+    200,000 page faults, a third of its CPU time. Serving them from the heap and keeping
+    freed memory (up to 1 GB above the peak) removes that cost; the numbers are unchanged.
+    Process-wide, so only the stage-4 entry points call it. No-op without glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_MAX, 0)
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+
+
+# --------------------------------------------------------------------------- inputs
+def read_joint_array(image_stem, view, horizontal_flip, heatmap_files=None, use_hdf5=False):
+    """One view's ``H x W x C`` float32 array, breast facing right (SPEC 7.2).
+
+    Channels: ``[image]``, or ``[image, benign, malignant]`` when ``heatmap_files`` =
+    ``(malignant_path, benign_path)`` is given. ``image_stem`` is the image path without
+    extension. Raises :class:`InputImageError` for missing, unreadable or mismatched files.
+    """
+    image = io.read_image(image_stem, use_hdf5).astype(np.float32)
+    channels = [image]
+    if heatmap_files is not None:
+        malignant_path, benign_path = heatmap_files
+        for path in (benign_path, malignant_path):
+            heatmap = io.read_hdf5(path).astype(np.float32)
+            if heatmap.shape != image.shape:
+                raise InputImageError(
+                    f"{path}: heatmap is {heatmap.shape} but its image {image_stem} is "
+                    f"{image.shape}; were they made from the same cropped image?")
+            channels.append(heatmap)
+    joint = np.stack(channels, axis=-1)
+    return np.ascontiguousarray(flip_for_model(joint, view, horizontal_flip))
+
+
+def check_exam_views(exam):
+    """Raise :class:`InputImageError` if a view lists no image (the models need all four)."""
+    missing = [view for view in VIEWS if not exam[view]]
+    if missing:
+        raise InputImageError(f"no image listed for view(s) {', '.join(missing)}; the exam "
+                              "classifiers need all four views")
+
+
+def read_exam_inputs(exam, image_dir, heatmaps_dir, settings):
+    """``{view: [H x W x C float32 array per image]}`` of one exam."""
+    check_exam_views(exam)
+    inputs = {}
+    for view in VIEWS:
+        inputs[view] = []
+        for name in exam[view]:
+            heatmap_files = (io.heatmap_paths(heatmaps_dir, name) if settings.use_heatmaps
+                             else None)
+            inputs[view].append(read_joint_array(
+                Path(image_dir) / name, view, exam["horizontal_flip"], heatmap_files,
+                settings.use_hdf5))
+    return inputs
+
+
+def exam_batch(inputs, best_centers, draws, augment):
+    """``{view: N x H_in x W_in x C}`` float32 windows, one per repetition of ``draws``."""
+    batch = {}
+    for view in VIEWS:
+        angle = view_angle(view)
+        windows = [model_window(inputs[view][d[view].image_index], angle,
+                                best_centers[view][d[view].image_index], d[view], augment)
+                   for d in draws]
+        batch[view] = np.stack(windows)
+    return batch
+
+
+def to_model_input(array, device):
+    """``N x H x W x C`` numpy → ``N x C x H x W`` tensor (channels-last memory) on ``device``."""
+    return torch.from_numpy(array).permute(0, 3, 1, 2).to(device)
+
+
+# --------------------------------------------------------------------------- predictions
+def label_probabilities(outputs, model_mode):
+    """Model outputs of N repetitions → ``N x 4`` float32, columns in ``LABELS`` order (SPEC 7.3).
+
+    view_split: head rows are the four labels; each label averages its CC and MLO values.
+    image: row 0 (benign) and row 1 (malignant) of each view's head; each label averages
+    the CC and MLO views of its side.
+    """
+    positive = {key: torch.exp(out)[..., 1].float().cpu() for key, out in outputs.items()}
+    if model_mode == "view_split":
+        return ((positive["CC"] + positive["MLO"]) / 2).numpy()
+    columns = []
+    for label in LABELS:
+        side = "L" if label.startswith("left") else "R"
+        row = 0 if label.endswith("benign") else 1
+        columns.append((positive[f"{side}-CC"][:, row] + positive[f"{side}-MLO"][:, row]) / 2)
+    return torch.stack(columns, dim=1).numpy()
+
+
+def predict_exam(model, inputs, best_centers, draws, settings, device):
+    """Mean label probabilities (4,) float32 of one exam over the repetitions of ``draws``."""
+    per_repetition = []
+    for start in range(0, len(draws), settings.batch_size):
+        batch = exam_batch(inputs, best_centers, draws[start:start + settings.batch_size],
+                           settings.use_augmentation)
+        with torch.inference_mode():
+            outputs = model({view: to_model_input(batch[view], device) for view in VIEWS})
+        per_repetition.append(label_probabilities(outputs, settings.model_mode))
+    return np.concatenate(per_repetition).mean(axis=0, dtype=np.float32)
+
+
+def classify_exams(exam_list, model, image_dir, heatmaps_dir, settings, device, report):
+    """Predictions for every exam, in order: a (4,) float32 array, or ``None`` if it failed.
+
+    One ``numpy.random.RandomState(settings.seed)`` serves the whole run (SPEC 7.2).
+    Failures are added to ``report`` (a :class:`FailureReport`).
+    """
+    rng = np.random.RandomState(settings.seed)
+    predictions = []
+    for index, exam in enumerate(progress(exam_list, desc="Classifying", unit="exam")):
+        counts = {view: len(exam[view]) for view in VIEWS}
+        draws = draw_exam(rng, counts, settings.num_epochs, settings.use_augmentation)
+        try:
+            inputs = read_exam_inputs(exam, image_dir, heatmaps_dir, settings)
+        except InputImageError as err:
+            report.add(f"exam {index} ({exam_names(exam)})", err)
+            predictions.append(None)
+            continue
+        predictions.append(predict_exam(model, inputs, exam["best_center"], draws, settings,
+                                        device))
+    return predictions
+
+
+def _check_exam_list_ready(exam_list, data_path):
+    for index, exam in enumerate(exam_list):
+        if "best_center" not in exam:
+            raise ExamListError(f"{data_path}: exam {index} has no 'best_center'; run "
+                                "stage 2 (src/optimal_centers/get_optimal_centers.py) first")
+
+
+def run_model(model_path, data_path, image_dir, output_path, settings, heatmaps_dir=None,
+              device_type="cpu", gpu_number=0, overwrite=False, trust_checkpoint=False):
+    """Stage 4 over an exam list: write the predictions CSV; return the exit status (0/1/3)."""
+    settings.check()
+    if settings.use_heatmaps and heatmaps_dir is None:
+        raise PipelineError("--use-heatmaps needs --heatmaps-path")
+    io.check_output_file(output_path, overwrite)
+    exam_list = load_exam_list(data_path)
+    _check_exam_list_ready(exam_list, data_path)
+    device = resolve_device(device_type, gpu_number)
+    reuse_freed_memory()
+    model = load_classifier(model_path, settings.model_mode, settings.channels,
+                            trust=trust_checkpoint, device=device)
+    model = model.to(memory_format=torch.channels_last)
+    report = FailureReport(STAGE)
+    predictions = classify_exams(exam_list, model, image_dir, heatmaps_dir, settings, device,
+                                 report)
+    io.write_predictions_csv(output_path, predictions)
+    report.write(output_path)
+    log.info("%s: wrote %s (%d exam(s))", STAGE, output_path, len(predictions))
+    return report.exit_code(len(exam_list))
+
+
+# --------------------------------------------------------------------------- single image
+def classify_single_image(model, joint, best_center, angle, settings, device):
+    """``{"benign": p, "malignant": p}``: float32 means over the repetitions, as Python floats.
+
+    A fresh ``RandomState(settings.seed)`` is drawn per call, as each reference run is its
+    own process (SPEC 9). ``model`` is a :class:`SingleImageModel` (N x 2 x 2 outputs).
+    """
+    rng = np.random.RandomState(settings.seed)
+    draws = draw_single_image(rng, settings.num_epochs, settings.use_augmentation)
+    probabilities = []
+    for start in range(0, len(draws), settings.batch_size):
+        windows = np.stack([model_window(joint, angle, best_center, draw,
+                                         settings.use_augmentation)
+                            for draw in draws[start:start + settings.batch_size]])
+        with torch.inference_mode():
+            output = model(to_model_input(windows, device))
+        probabilities.append(torch.exp(output)[..., 1].float().cpu().numpy())
+    benign, malignant = np.concatenate(probabilities).mean(axis=0, dtype=np.float32)
+    return {"benign": float(benign), "malignant": float(malignant)}
+
+
+def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, settings,
+                     heatmap_paths=None, device_type="cpu", gpu_number=0,
+                     trust_checkpoint=False):
+    """The single-image classifier of SPEC 9; returns the ``{"benign", "malignant"}`` dict.
+
+    ``heatmap_paths`` = ``(malignant_path, benign_path)`` with ``settings.use_heatmaps``.
+    The image and heatmaps are mirrored with the metadata's ``full_view``, the model is
+    chosen by ``view``; the two must agree.
+    """
+    settings.check()
+    metadata = load_metadata(metadata_path)
+    if metadata["full_view"] != view:
+        raise ExamListError(f"{metadata_path}: metadata is for view {metadata['full_view']!r} "
+                            f"but --view is {view!r}")
+    if "best_center" not in metadata:
+        raise ExamListError(f"{metadata_path}: no 'best_center'; run the centers step first")
+    if settings.use_heatmaps and heatmap_paths is None:
+        raise PipelineError("--use-heatmaps needs --heatmap-path-malignant and "
+                            "--heatmap-path-benign")
+    stem, use_hdf5 = _path_stem(cropped_mammogram_path)
+    joint = read_joint_array(stem, view, metadata["horizontal_flip"],
+                             heatmap_paths if settings.use_heatmaps else None, use_hdf5)
+    device = resolve_device(device_type, gpu_number)
+    reuse_freed_memory()
+    model = load_single_image_model(model_path, view, settings.channels,
+                                    trust=trust_checkpoint, device=device)
+    model = model.to(memory_format=torch.channels_last)
+    return classify_single_image(model, joint, metadata["best_center"], view_angle(view),
+                                 settings, device)
+
+
+def _path_stem(path):
+    """``(path without extension, is_hdf5)`` of a ``.png`` or ``.hdf5`` cropped mammogram."""
+    path = Path(path)
+    if path.suffix.lower() not in (".png", ".hdf5"):
+        raise InputImageError(f"{path}: expected a .png (or .hdf5) cropped mammogram")
+    return path.with_suffix(""), path.suffix.lower() == ".hdf5"
+
+
+def format_single_prediction(prediction):
+    """The one stdout line of ``run_model_single``: ``json.dumps`` of the two floats."""
+    return json.dumps({"benign": prediction["benign"], "malignant": prediction["malignant"]})
+
