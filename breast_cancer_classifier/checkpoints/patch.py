@@ -53,10 +53,11 @@ def fit_patch_state_dict(state_dict, model, path="patch checkpoint"):
     """
     state_dict = modernize_densenet_keys(state_dict)
     expected = model.state_dict()
-    for key, value in expected.items():
-        if key.endswith(_BATCHES_TRACKED) and key not in state_dict:
-            state_dict[key] = value.clone()
-    check_keys(path, expected, state_dict, "the DenseNet-121 patch classifier (SPEC 6.1)")
+    absent_counters = [k for k in expected if k.endswith(_BATCHES_TRACKED) and k not in state_dict]
+    check_keys(path, [k for k in expected if k not in absent_counters], state_dict,
+               "the DenseNet-121 patch classifier (SPEC 6.1)")
+    for key in absent_counters:
+        state_dict[key] = expected[key].clone()
     wrong = [f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
              for k, v in expected.items() if tuple(state_dict[k].shape) != tuple(v.shape)]
     if wrong:
