@@ -5,8 +5,8 @@
 # Failure policy: a stage that exits 3 (some images or exams failed, the rest is complete)
 # lets the run go on with what it produced; any other failure stops the run with that
 # stage's exit status. Each stage replaces its previous outputs only once it has finished,
-# and when a stage fails the previous run's outputs of the later stages are removed, so
-# the output folder never mixes two runs.
+# and when a stage fails the outputs an earlier run left for it and the later stages are
+# removed, so the output folder never mixes two runs.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -38,33 +38,37 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
-OUTPUTS_AFTER_STAGE=(
+# Each stage's output, in stage order: when a stage fails, its own output and those after
+# it are what an earlier run left, and are removed.
+STAGE_OUTPUTS=(
+    "$CROPPED_IMAGE_PATH"
     "$EXAM_LIST_PATH"
     "$HEATMAPS_PATH"
     "$IMAGE_PREDICTIONS_PATH"
     "$IMAGEHEATMAPS_PREDICTIONS_PATH"
+    "$VISUALIZATIONS_PATH"
 )
 PARTIAL=0
 
-remove_later_outputs() {  # $1: index into OUTPUTS_AFTER_STAGE of the first stale output
+remove_stale_outputs() {  # $1: index into STAGE_OUTPUTS of the failed stage
     local i
-    for ((i = $1; i < ${#OUTPUTS_AFTER_STAGE[@]}; i++)); do
-        local out=${OUTPUTS_AFTER_STAGE[$i]}
+    for ((i = $1; i < ${#STAGE_OUTPUTS[@]}; i++)); do
+        local out=${STAGE_OUTPUTS[$i]}
         if [ -e "$out" ]; then
-            echo "run.sh: removing $out from an earlier run (its inputs have changed)" >&2
+            echo "run.sh: removing $out, left by an earlier run" >&2
             rm -rf -- "$out" "$out.failures.csv"
         fi
     done
 }
 
-check_status() {  # $1: stage exit status, $2: stage name, $3: first stale output index
+check_status() {  # $1: stage exit status, $2: stage name, $3: the stage's STAGE_OUTPUTS index
     local status=$1
     if [ "$status" -eq 3 ]; then
         echo "run.sh: $2 finished with failures (exit 3); going on with what it produced" >&2
         PARTIAL=1
     elif [ "$status" -ne 0 ]; then
         echo "run.sh: $2 failed (exit $status); stopping" >&2
-        remove_later_outputs "$3"
+        remove_stale_outputs "$3"
         exit "$status"
     fi
 }
@@ -111,7 +115,7 @@ echo "Stage 4a: Run Classifier (Image)"
     --device-type "$DEVICE_TYPE" \
     --gpu-number "$GPU_NUMBER" \
     --overwrite
-check_status $? "Stage 4a" 4
+check_status $? "Stage 4a" 3
 
 echo "Stage 4b: Run Classifier (Image+Heatmaps)"
 "$PYTHON" src/modeling/run_model.py \
@@ -137,7 +141,7 @@ if [ "$VISUALIZE" = "1" ]; then
         --predictions-path "$IMAGE_PREDICTIONS_PATH" "$IMAGEHEATMAPS_PREDICTIONS_PATH" \
         --output-dir "$VISUALIZATIONS_PATH" \
         --overwrite
-    check_status $? "Visualizations" 4
+    check_status $? "Visualizations" 5
 fi
 
 if [ "$PARTIAL" -eq 1 ]; then
