@@ -41,3 +41,10 @@ def add_trust_flag(parser):
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="load a weight file that needs full pickle loading (only for "
                              "files from a source you trust: loading can run code)")
+
+
+def add_runtime_flag(parser):
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
+                        help="engine for the patch classifier: 'auto' (default) uses ONNX "
+                             "Runtime on the CPU when installed, else PyTorch; 'torch' is "
+                             "bit-identical to the reference on the CPU")

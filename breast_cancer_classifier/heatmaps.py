@@ -204,9 +204,11 @@ def _limit_heap_fragmentation():
         log.debug("heatmaps: cannot set the malloc mmap threshold (%s)", err)
 
 
-def run_patch_stream(model, images, batch_size, device, on_done=None, bar=None,
-                     max_forward=None):
+def run_patch_stream(classify, images, batch_size, on_done=None, bar=None):
     """Classify the patches of ``images`` (an iterable of _ImageHeatmaps) in batches.
+
+    ``classify`` is a patch runtime (``patch_runtime``): an (N, 256, 256, 3) float32 batch
+    in, (N, 4) float32 softmax probabilities out.
 
     Images are taken from the iterable only when the stream reaches them; consecutive
     batches may span images. ``on_done(item)`` is called as soon as an image is complete.
@@ -219,7 +221,7 @@ def run_patch_stream(model, images, batch_size, device, on_done=None, bar=None,
             return
         for slot, (item, index) in enumerate(batch):
             buffer[slot] = item.patch(index)[:, :, None]  # float64 -> float32, 3 channels
-        probabilities = classify_patches(model, buffer[:len(batch)], device, max_forward)
+        probabilities = classify(buffer[:len(batch)])
         for (item, index), p in zip(batch, probabilities):
             item.add(index, p[[MALIGNANT_COLUMN, BENIGN_COLUMN]])
             if item.complete and on_done is not None:
@@ -228,11 +230,10 @@ def run_patch_stream(model, images, batch_size, device, on_done=None, bar=None,
             bar.update(len(batch))
 
 
-def compute_heatmaps(model, image, row_strides, column_strides, batch_size, device,
-                     name="image", max_forward=None):
+def compute_heatmaps(classify, image, row_strides, column_strides, batch_size, name="image"):
     """(malignant, benign) float32 heatmaps of one prepared (H, W) float64 image."""
     item = _ImageHeatmaps(name, image, row_strides, column_strides)
-    run_patch_stream(model, [item], batch_size, device, max_forward=max_forward)
+    run_patch_stream(classify, [item], batch_size)
     return item.heatmaps()
 
 
@@ -281,9 +282,9 @@ def _prepared_images(exam, image_dir, use_hdf5, rng, report, bar):
                                  view, exam["horizontal_flip"])
 
 
-def produce_heatmaps(exam_list, image_dir, output_dir, model, device, *,
+def produce_heatmaps(exam_list, image_dir, output_dir, classify, *,
                      batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED, use_hdf5=False,
-                     report=None, max_forward=None):
+                     report=None):
     """Write both heatmaps of every image of ``exam_list`` under ``output_dir``.
 
     Files: ``output_dir/heatmap_malignant/<short_file_path>.hdf5`` and ``heatmap_benign/``
@@ -306,8 +307,7 @@ def produce_heatmaps(exam_list, image_dir, output_dir, model, device, *,
     for exam_index, exam in enumerate(exam_list):
         images = _prepared_images(exam, image_dir, use_hdf5, rng, report, image_bar)
         with progress(desc=f"exam {exam_index} patches", unit="patch", leave=False) as bar:
-            run_patch_stream(model, _counted(images, bar), batch_size, device, save, bar,
-                             max_forward)
+            run_patch_stream(classify, _counted(images, bar), batch_size, save, bar)
     image_bar.close()
     return total
 
@@ -320,22 +320,34 @@ def _counted(items, bar):
         yield item
 
 
+def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkpoint=False,
+                       runtime="auto"):
+    """Load the patch checkpoint and wrap it in the runtime asked for (``patch_runtime``)."""
+    from .checkpoints.patch import load_patch_classifier
+    from .patch_runtime import make_patch_runtime
+
+    device = resolve_device(device_type, gpu_number)
+    model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
+    classify = make_patch_runtime(runtime, model, device, model_path)
+    log.debug("%s: patch classifier on %s with %s", STAGE, device, classify.name)
+    return classify
+
+
 def run_producer(model_path, data_path, image_path, output_heatmap_path, *,
                  batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED, device_type="cpu",
-                 gpu_number=0, use_hdf5=False, overwrite=False, trust_checkpoint=False):
+                 gpu_number=0, use_hdf5=False, overwrite=False, trust_checkpoint=False,
+                 runtime="auto"):
     """The ``run_producer.py`` command: heatmaps of an exam list into a fresh folder.
 
     The folder is built in a staging folder and moved into place when the run ends, so it
     never mixes two runs. Returns the exit status (0, 3 or 1, see ``failures``).
     """
-    from .checkpoints.patch import load_patch_classifier
-
     exam_list = load_exam_list(data_path)
     report = FailureReport(STAGE)
     with io.staged_output_dir(output_heatmap_path, overwrite) as stage_dir:
-        device = resolve_device(device_type, gpu_number)
-        model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
-        total = produce_heatmaps(exam_list, image_path, stage_dir, model, device,
+        classify = load_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint,
+                                      runtime)
+        total = produce_heatmaps(exam_list, image_path, stage_dir, classify,
                                  batch_size=batch_size, seed=seed, use_hdf5=use_hdf5,
                                  report=report)
     report.write(output_heatmap_path)
@@ -343,7 +355,7 @@ def run_producer(model_path, data_path, image_path, output_heatmap_path, *,
 
 
 # --------------------------------------------------------------------------- single image
-def produce_single_heatmaps(model, cropped_mammogram_path, metadata, device, *,
+def produce_single_heatmaps(classify, cropped_mammogram_path, metadata, *,
                             batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED,
                             proper_mirroring=False):
     """(malignant, benign) heatmaps of one cropped image, in its stored orientation.
@@ -359,7 +371,7 @@ def produce_single_heatmaps(model, cropped_mammogram_path, metadata, device, *,
     horizontal_flip = metadata["horizontal_flip"]
     row_strides, column_strides = draw_strides(raw.shape, random.Random(seed))
     image = prepare_image(raw, view, horizontal_flip)
-    maps = compute_heatmaps(model, image, row_strides, column_strides, batch_size, device,
+    maps = compute_heatmaps(classify, image, row_strides, column_strides, batch_size,
                             name=str(cropped_mammogram_path))
     return tuple(flip_for_model(m, view, horizontal_flip) for m in maps)
 
@@ -375,18 +387,17 @@ def run_producer_single(model_path, cropped_mammogram_path, metadata_path,
                         heatmap_path_malignant, heatmap_path_benign, *,
                         batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED, device_type="cpu",
                         gpu_number=0, proper_mirroring=False, overwrite=False,
-                        trust_checkpoint=False):
+                        trust_checkpoint=False, runtime="auto"):
     """The ``run_producer_single.py`` command. Returns exit status 0 (errors raise)."""
-    from .checkpoints.patch import load_patch_classifier
     from .exam_list import load_metadata
 
     metadata = load_metadata(metadata_path)
     for path in (heatmap_path_malignant, heatmap_path_benign):
         io.check_output_file(path, overwrite)
-    device = resolve_device(device_type, gpu_number)
-    model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
+    classify = load_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint,
+                                  runtime)
     malignant, benign = produce_single_heatmaps(
-        model, cropped_mammogram_path, metadata, device, batch_size=batch_size, seed=seed,
+        classify, cropped_mammogram_path, metadata, batch_size=batch_size, seed=seed,
         proper_mirroring=proper_mirroring)
     io.write_hdf5(heatmap_path_malignant, malignant)
     io.write_hdf5(heatmap_path_benign, benign)

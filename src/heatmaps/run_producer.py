@@ -14,7 +14,7 @@ import argparse  # noqa: E402
 
 from breast_cancer_classifier import heatmaps  # noqa: E402
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
-                                          add_trust_flag, run_cli)
+                                          add_runtime_flag, add_trust_flag, run_cli)
 
 PROG = "run_producer"
 
@@ -41,6 +41,7 @@ def build_parser():
                         help="read cropped images as .hdf5 instead of .png")
     add_overwrite_flag(parser)
     add_trust_flag(parser)
+    add_runtime_flag(parser)
     return parser
 
 
@@ -50,7 +51,7 @@ def main(argv=None):
         args.model_path, args.data_path, args.image_path, args.output_heatmap_path,
         batch_size=args.batch_size, seed=args.seed, device_type=args.device_type,
         gpu_number=args.gpu_number, use_hdf5=args.use_hdf5, overwrite=args.overwrite,
-        trust_checkpoint=args.trust_checkpoint))
+        trust_checkpoint=args.trust_checkpoint, runtime=args.runtime))
 
 
 if __name__ == "__main__":

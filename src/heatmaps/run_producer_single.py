@@ -14,7 +14,7 @@ import argparse  # noqa: E402
 
 from breast_cancer_classifier import heatmaps  # noqa: E402
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
-                                          add_trust_flag, run_cli)
+                                          add_runtime_flag, add_trust_flag, run_cli)
 
 PROG = "run_producer_single"
 
@@ -43,6 +43,7 @@ def build_parser():
                              "heatmaps back, instead of the reference's unmirrored behaviour")
     add_overwrite_flag(parser)
     add_trust_flag(parser)
+    add_runtime_flag(parser)
     return parser
 
 
@@ -53,7 +54,7 @@ def main(argv=None):
         args.heatmap_path_malignant, args.heatmap_path_benign, batch_size=args.batch_size,
         seed=args.seed, device_type=args.device_type, gpu_number=args.gpu_number,
         proper_mirroring=args.proper_mirroring, overwrite=args.overwrite,
-        trust_checkpoint=args.trust_checkpoint))
+        trust_checkpoint=args.trust_checkpoint, runtime=args.runtime))
 
 
 if __name__ == "__main__":

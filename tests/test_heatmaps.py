@@ -1,0 +1,648 @@
+"""Stage 3 heatmaps (SPEC 6 and 9): stride stream, patch order, streaming, failures, CLI, parity.
+
+The parity tests run the kit's ``real_cc`` and ``synth_a`` cases with ``weights/patch.p``
+(batch 100, seed 0, CPU) once per module and compare every map with the reference's.
+The single-image maps of ``real_cc/1_L_CC`` and the large ``synth_c`` case (about 5,000
+patches) take several more minutes on two cores; they run only with BCC_SLOW=1.
+Unit tests use a small stand-in model whose outputs are simple patch statistics.
+"""
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from breast_cancer_classifier import heatmaps, io
+from breast_cancer_classifier.patch_runtime import TorchRuntime
+from breast_cancer_classifier.checkpoints.patch import load_patch_classifier
+from breast_cancer_classifier.exam_list import iter_images, load_exam_list, load_metadata
+from breast_cancer_classifier.failures import FailureReport
+from breast_cancer_classifier.patch_model import PatchClassifier
+from breast_cancer_classifier.runtime import log
+from breast_cancer_classifier.views import flip_for_model
+
+from conftest import REPO, parity_case
+
+TOLERANCE = 1e-5  # issue 4: max absolute difference per map
+slow = pytest.mark.skipif(os.environ.get("BCC_SLOW", "") in ("", "0"),
+                          reason="several minutes on two cores; set BCC_SLOW=1 to run")
+
+
+# --------------------------------------------------------------------------- helpers
+class StatsModel(nn.Module):
+    """Stand-in patch classifier: logits from patch statistics, one sample at a time."""
+
+    def forward(self, x):
+        mean = x.mean(dim=(1, 2, 3))
+        corner = x[:, 0, :16, :16].mean(dim=(1, 2))
+        return torch.stack([mean, corner, -mean, torch.zeros_like(mean)], dim=1)
+
+
+def naive_heatmaps(model, image, row_strides, column_strides):
+    """Direct SPEC 6 steps 3-5: every patch alone, column-major, float32 sums and counts."""
+    sums = np.zeros((2,) + image.shape, np.float32)
+    counts = np.zeros(image.shape, np.float32)
+    for c in heatmaps.patch_starts(column_strides):
+        for r in heatmaps.patch_starts(row_strides):
+            patch = image[r:r + 256, c:c + 256].astype(np.float32)
+            x = torch.from_numpy(np.repeat(patch[None, None], 3, axis=1))
+            with torch.inference_mode():
+                p = torch.softmax(model(x), dim=1)[0].numpy()
+            sums[0, r:r + 256, c:c + 256] += p[0]
+            sums[1, r:r + 256, c:c + 256] += p[1]
+            counts[r:r + 256, c:c + 256] += 1
+    return sums[0] / counts, sums[1] / counts
+
+
+def random_image(shape, seed):
+    return np.random.default_rng(seed).integers(0, 65535, size=shape, dtype=np.uint16)
+
+
+def write_images(folder, shapes):
+    for seed, (name, shape) in enumerate(shapes.items()):
+        io.write_png(Path(folder) / f"{name}.png", random_image(shape, seed))
+
+
+def exam(horizontal_flip="NO", window_location=None, **views):
+    entry = {"horizontal_flip": horizontal_flip}
+    entry.update({v: views.get(v.replace("-", "_"), []) for v in ("L-CC", "R-CC", "L-MLO",
+                                                                 "R-MLO")})
+    if window_location is not None:
+        entry["window_location"] = window_location
+    return entry
+
+
+def windows(**by_view):
+    """window_location for an exam: {view: [(0, H, 0, W), ...]} from shapes."""
+    out = {v: [] for v in ("L-CC", "R-CC", "L-MLO", "R-MLO")}
+    for view, shapes in by_view.items():
+        out[view.replace("_", "-")] = [(0, h, 0, w) for h, w in shapes]
+    return out
+
+
+class RecordDraws:
+    """Wrap heatmaps.draw_strides to record (shape, strides) of every call, in order."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        self.original = original = heatmaps.draw_strides
+
+        def recording(shape, rng):
+            strides = original(shape, rng)
+            self.calls.append((tuple(shape), strides))
+            return strides
+        monkeypatch.setattr(heatmaps, "draw_strides", recording)
+
+
+class LogRecords(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def log_records():
+    handler = LogRecords()
+    log.addHandler(handler)
+    yield handler.messages
+    log.removeHandler(handler)
+
+
+def read_map(folder, kind, name):
+    return io.read_hdf5(Path(folder) / f"heatmap_{kind}" / f"{name}.hdf5")
+
+
+# --------------------------------------------------------------------------- strides
+def test_exact_tiling_draws_nothing():
+    rng = random.Random(0)
+    state = rng.getstate()
+    assert heatmaps.stride_list(256, rng) == []
+    assert heatmaps.stride_list(326, rng) == [70]
+    assert heatmaps.stride_list(256 + 70 * 5, rng) == [70] * 5
+    assert rng.getstate() == state
+
+
+@pytest.mark.parametrize("length", range(257, 1500, 13))
+def test_strides_cover_the_axis(length):
+    strides = heatmaps.stride_list(length, random.Random(length))
+    n = (length - 256) // 70 + 1
+    left = (length - 256) % 70
+    assert sum(strides) == length - 256  # the last patch ends at the border
+    assert len(strides) == (n if left else n - 1)
+    average = 70 - (70 - left) // n if left else 70
+    assert set(strides) <= {average, average - 1}
+
+
+def test_first_draws_of_seed_0_are_pinned():
+    # real_cc's first two images (2592 x 1263, then 2424 x 1162) with seed 0: rows, then
+    # columns, image after image. These strides reproduce the reference's heatmaps.
+    rng = random.Random(0)
+    rows, columns = heatmaps.draw_strides((2592, 1263), rng)
+    assert rows[:12] == [69, 69, 68, 69, 69, 69, 69, 69, 68, 68, 69, 69] and len(rows) == 34
+    assert columns == [68, 67, 67, 67, 67, 67, 67, 67, 67, 67, 67, 67, 67, 67, 68]
+    rows, columns = heatmaps.draw_strides((2424, 1162), rng)
+    assert [i for i, s in enumerate(rows) if s == 69] == [3, 23]
+    assert columns == [70, 69, 70, 70, 70, 69, 70, 69, 70, 70, 69, 70, 70]
+
+
+def test_draws_are_random_sample_of_one_seeded_stream():
+    # 2592 rows: n = 34 strides, left = 26, overlap = 44, average 70 - 44 // 34 = 69, and
+    # the 44 % 34 = 10 positions given by random.sample(range(34), 10) get 68 (SPEC 6 step 2).
+    positions = random.Random(0).sample(range(34), 10)
+    rows = heatmaps.stride_list(2592, random.Random(0))
+    assert [i for i, s in enumerate(rows) if s == 68] == sorted(positions)
+    assert rows.count(69) == 24
+
+
+# --------------------------------------------------------------------------- one image
+def test_patch_order_is_column_major():
+    item = heatmaps._ImageHeatmaps("x", np.zeros((400, 330)), [70, 74], [74])
+    positions = [item.position(i) for i in range(item.num_patches)]
+    assert positions == [(0, 0), (70, 0), (144, 0), (0, 74), (70, 74), (144, 74)]
+
+
+def test_standardize():
+    image = random_image((300, 280), 3).astype(np.float32)
+    out = heatmaps.standardize(image)
+    assert out.dtype == np.float64 and out.shape == image.shape
+    assert abs(out.mean()) < 1e-12 and abs(out.std() - 1) < 1e-12
+    flat = heatmaps.standardize(np.full((300, 280), 7, np.float32))
+    assert not flat.any()  # std 0: divided by the 1e-5 floor
+
+
+def test_prepare_image_faces_right():
+    raw = random_image((300, 280), 4)
+    prepared = heatmaps.prepare_image(raw, "R-CC", "NO")
+    np.testing.assert_array_equal(prepared, heatmaps.standardize(np.fliplr(raw)))
+    np.testing.assert_array_equal(heatmaps.prepare_image(raw, "L-CC", "NO"),
+                                  heatmaps.standardize(raw))
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 100])
+def test_streamed_heatmaps_equal_the_direct_computation(batch_size):
+    model = StatsModel()
+    images, expected, items = [], [], []
+    for seed, shape in enumerate([(510, 345), (420, 510)]):
+        image = heatmaps.standardize(random_image(shape, seed))
+        rows, columns = heatmaps.draw_strides(shape, random.Random(seed))
+        items.append(heatmaps._ImageHeatmaps(f"i{seed}", image, rows, columns))
+        expected.append(naive_heatmaps(model, image, rows, columns))
+    done = []
+    heatmaps.run_patch_stream(TorchRuntime(model, "cpu"), items, batch_size, on_done=done.append)
+    assert [i.name for i in done] == ["i0", "i1"]  # batches span images; each completes once
+    for item, (malignant, benign) in zip(items, expected):
+        actual = item.heatmaps()
+        assert actual[0].dtype == np.float32
+        np.testing.assert_allclose(actual[0], malignant, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(actual[1], benign, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("n, max_forward, sizes", [
+    (100, 25, [25, 25, 25, 25]), (60, 25, [20, 20, 20]), (26, 25, [13, 13]),
+    (8, 25, [8]), (100, 100, [100]), (101, 50, [33, 34, 34]),
+])
+def test_forward_pieces(n, max_forward, sizes):
+    pieces = heatmaps._forward_pieces(n, max_forward)
+    assert [b - a for a, b in pieces] == sizes
+    assert pieces[0][0] == 0 and pieces[-1][1] == n
+
+
+def test_too_small_image_is_rejected():
+    with pytest.raises(heatmaps.InputImageError, match=r"image is \(255, 300\); 256x256"):
+        heatmaps.check_patchable((255, 300), "x.png")
+
+
+# --------------------------------------------------------------------------- exam lists
+SHAPES = {"e_L_CC": (510, 345), "e_R_CC": (420, 510), "e_L_MLO": (300, 290),
+          "e_R_MLO": (345, 600)}
+
+
+def run_exam_list(tmp_path, exam_list, images=SHAPES, batch_size=5, model=None, tag="out"):
+    folder = tmp_path / "cropped"
+    if not folder.exists():
+        write_images(folder, images)
+    report = FailureReport("heatmaps")
+    output = tmp_path / tag
+    total = heatmaps.produce_heatmaps(exam_list, folder, output,
+                                      TorchRuntime(model or StatsModel(), "cpu"),
+                                      batch_size=batch_size, report=report)
+    return output, report, total
+
+
+def test_exam_heatmaps_are_mirrored_back(tmp_path):
+    exam_list = [exam("NO", L_CC=["e_L_CC"], R_CC=["e_R_CC"]),
+                 exam("YES", L_MLO=["e_L_MLO"], R_MLO=["e_R_MLO"])]
+    output, report, total = run_exam_list(tmp_path, exam_list)
+    assert total == 4 and not report.failures
+    rng = random.Random(0)
+    model = StatsModel()
+    for exam_index, view, _, name in iter_images(exam_list):
+        raw = io.read_mammogram_png(tmp_path / "cropped" / f"{name}.png")
+        rows, columns = heatmaps.draw_strides(raw.shape, rng)
+        flip = exam_list[exam_index]["horizontal_flip"]
+        image = heatmaps.prepare_image(raw, view, flip)
+        malignant, benign = naive_heatmaps(model, image, rows, columns)
+        np.testing.assert_allclose(read_map(output, "malignant", name),
+                                   flip_for_model(malignant, view, flip), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(read_map(output, "benign", name),
+                                   flip_for_model(benign, view, flip), rtol=0, atol=1e-6)
+    # mirrored: R-CC under "NO" and L-MLO under "YES"; written in the SPEC 3 layout
+    with h5py.File(output / "heatmap_benign" / "e_R_CC.hdf5", "r") as f:
+        assert f["image"].shape == (510, 420) and f["image"].compression == "lzf"
+
+
+def test_hdf5_inputs_give_the_same_maps(tmp_path):
+    exam_list = [exam("NO", L_CC=["e_L_CC"], R_CC=["e_R_CC"])]
+    png_output, _, _ = run_exam_list(tmp_path, exam_list, tag="png")
+    for name in ("e_L_CC", "e_R_CC"):
+        image = io.read_mammogram_png(tmp_path / "cropped" / f"{name}.png")
+        io.write_hdf5(tmp_path / "hdf5" / f"{name}.hdf5", image.astype(np.float32))
+    output = tmp_path / "from_hdf5"
+    heatmaps.produce_heatmaps(exam_list, tmp_path / "hdf5", output,
+                              TorchRuntime(StatsModel(), "cpu"), batch_size=5, use_hdf5=True)
+    for name in ("e_L_CC", "e_R_CC"):
+        np.testing.assert_array_equal(read_map(output, "benign", name),
+                                      read_map(png_output, "benign", name))
+
+
+def test_missing_image_keeps_the_stream_in_step(tmp_path, monkeypatch):
+    # A missing or corrupt image draws what its shape (from window_location) would have
+    # drawn, so the images after it get the strides of a run in which it was readable.
+    full = [exam("NO", windows(L_CC=[SHAPES["e_L_CC"]], R_CC=[SHAPES["e_R_CC"]]),
+                 L_CC=["e_L_CC"], R_CC=["e_R_CC"])]
+    draws = RecordDraws(monkeypatch)
+    good, report, _ = run_exam_list(tmp_path, full, tag="good")
+    assert not report.failures
+    reference_calls = list(draws.calls)
+    (tmp_path / "cropped" / "e_L_CC.png").unlink()
+    draws.calls.clear()
+    output, report, total = run_exam_list(tmp_path, full, tag="missing")
+    assert total == 2 and [item for item, _ in report.failures] == ["e_L_CC"]
+    assert "e_L_CC.png: image file not found" in report.failures[0][1]
+    # e_L_CC draws with its window_location shape, so e_R_CC gets the strides of the full run
+    assert draws.calls == reference_calls
+    assert not (output / "heatmap_malignant" / "e_L_CC.hdf5").exists()
+    for kind in ("malignant", "benign"):
+        np.testing.assert_allclose(read_map(output, kind, "e_R_CC"),
+                                   read_map(good, kind, "e_R_CC"), rtol=0, atol=1e-6)
+    # a corrupt file is treated the same way
+    (tmp_path / "cropped" / "e_L_CC.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    draws.calls.clear()
+    output, report, _ = run_exam_list(tmp_path, full, tag="corrupt")
+    assert "cannot read image" in report.failures[0][1]
+    assert draws.calls == reference_calls
+
+
+def test_missing_image_without_window_location_draws_nothing(tmp_path, monkeypatch,
+                                                             log_records):
+    exam_list = [exam("NO", L_CC=["absent"], R_CC=["e_R_CC"])]
+    draws = RecordDraws(monkeypatch)
+    output, report, _ = run_exam_list(tmp_path, exam_list)
+    assert [item for item, _ in report.failures] == ["absent"]
+    # e_R_CC gets the first draws of the stream, as if "absent" were not listed
+    assert draws.calls == [(SHAPES["e_R_CC"],
+                            draws.original(SHAPES["e_R_CC"], random.Random(0)))]
+    assert any("absent: its size is unknown" in m for m in log_records)
+    assert (output / "heatmap_benign" / "e_R_CC.hdf5").exists()
+
+
+def test_small_image_fails_alone_and_draws_nothing(tmp_path, monkeypatch):
+    images = dict(SHAPES, small=(255, 600))
+    exam_list = [exam("NO", windows(L_CC=[(255, 600)]), L_CC=["small"], R_CC=["e_R_CC"]),
+                 exam("NO", L_CC=["e_L_CC"])]
+    draws = RecordDraws(monkeypatch)
+    output, report, total = run_exam_list(tmp_path, exam_list, images=images)
+    assert total == 3 and [item for item, _ in report.failures] == ["small"]
+    assert re.search(r"small\.png: image is \(255, 600\); 256x256 patches need both sides",
+                     report.failures[0][1])
+    rng = random.Random(0)
+    assert draws.calls == [(s, draws.original(s, rng))
+                           for s in (SHAPES["e_R_CC"], SHAPES["e_L_CC"])]
+    assert sorted(p.name for p in (output / "heatmap_malignant").iterdir()) == [
+        "e_L_CC.hdf5", "e_R_CC.hdf5"]
+    assert report.exit_code(total) == 3
+
+
+def num_patches(shape):
+    rows, columns = heatmaps.draw_strides(shape, random.Random(0))
+    return len(heatmaps.patch_starts(rows)) * len(heatmaps.patch_starts(columns))
+
+
+def test_batches_span_images_but_never_exams(tmp_path, monkeypatch):
+    sizes = []
+    original = heatmaps.classify_patches
+
+    def recording(model, batch, device, max_forward=None):
+        sizes.append(len(batch))
+        return original(model, batch, device, max_forward)
+    monkeypatch.setattr(heatmaps, "classify_patches", recording)
+    exam_list = [exam("NO", L_CC=["e_L_CC"], R_CC=["e_R_CC"]), exam("NO", L_CC=["e_L_MLO"])]
+    run_exam_list(tmp_path, exam_list, batch_size=8)
+    first = num_patches(SHAPES["e_L_CC"]) + num_patches(SHAPES["e_R_CC"])  # 15 + 20
+    assert first % 8 and num_patches(SHAPES["e_L_MLO"]) < 8
+    assert sizes == [8] * (first // 8) + [first % 8] + [num_patches(SHAPES["e_L_MLO"])]
+
+
+# --------------------------------------------------------------------------- single image
+def test_single_image_quirk_and_proper_mirroring(tmp_path):
+    raw = random_image((420, 510), 9)
+    path = tmp_path / "cropped.png"
+    io.write_png(path, raw)
+    metadata = {"horizontal_flip": "NO", "full_view": "R-CC", "side": "R", "view": "CC"}
+    model = StatsModel()
+    rows, columns = heatmaps.draw_strides(raw.shape, random.Random(0))
+    classify = TorchRuntime(model, "cpu")
+    quirk = heatmaps.produce_single_heatmaps(classify, path, metadata, batch_size=7)
+    expected = naive_heatmaps(model, heatmaps.standardize(raw), rows, columns)
+    np.testing.assert_allclose(quirk[0], expected[0], rtol=0, atol=1e-6)  # not mirrored
+    proper = heatmaps.produce_single_heatmaps(classify, path, metadata, batch_size=7,
+                                              proper_mirroring=True)
+    expected = naive_heatmaps(model, heatmaps.standardize(np.fliplr(raw)), rows, columns)
+    np.testing.assert_allclose(proper[1], np.fliplr(expected[1]), rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- CLI
+def load_script(name):
+    path = REPO / "src" / "heatmaps" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(name, *argv):
+    with pytest.raises(SystemExit) as info:
+        load_script(name).main([str(a) for a in argv])
+    return info.value.code
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "patch.p"
+    torch.manual_seed(0)
+    torch.save(PatchClassifier().state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def tiny_exam(tmp_path):
+    """Two 256 x 300 images (2 patches each) and their exam list."""
+    write_images(tmp_path / "cropped", {"t_L_CC": (256, 300), "t_R_CC": (300, 256)})
+    data_path = tmp_path / "data.json"
+    data_path.write_text(json.dumps([exam("NO", L_CC=["t_L_CC"], R_CC=["t_R_CC"])]))
+    return tmp_path, data_path
+
+
+def producer_args(folder, data_path, weights, *extra):
+    return ("--model-path", weights, "--data-path", data_path,
+            "--image-path", folder / "cropped", "--output-heatmap-path", folder / "heatmaps",
+            *extra)
+
+
+def test_cli_success_refuses_existing_folder_and_overwrites(tiny_exam, random_weights,
+                                                            capsys):
+    folder, data_path = tiny_exam
+    args = producer_args(folder, data_path, random_weights, "--batch-size", "3")
+    assert run_script("run_producer", *args) == 0
+    files = sorted(p.relative_to(folder / "heatmaps").as_posix()
+                   for p in (folder / "heatmaps").rglob("*") if p.is_file())
+    assert files == ["heatmap_benign/t_L_CC.hdf5", "heatmap_benign/t_R_CC.hdf5",
+                     "heatmap_malignant/t_L_CC.hdf5", "heatmap_malignant/t_R_CC.hdf5"]
+    assert read_map(folder / "heatmaps", "malignant", "t_R_CC").shape == (300, 256)
+    first = read_map(folder / "heatmaps", "benign", "t_L_CC")
+    assert run_script("run_producer", *args) == 2
+    assert "output folder already exists" in capsys.readouterr().err
+    (folder / "heatmaps" / "stale.txt").write_text("old run")
+    assert run_script("run_producer", *args, "--overwrite") == 0
+    assert not (folder / "heatmaps" / "stale.txt").exists()  # never mixes two runs
+    np.testing.assert_array_equal(read_map(folder / "heatmaps", "benign", "t_L_CC"), first)
+
+
+def test_cli_partial_and_total_failure(tiny_exam, random_weights):
+    folder, data_path = tiny_exam
+    (folder / "cropped" / "t_R_CC.png").unlink()
+    assert run_script("run_producer", *producer_args(folder, data_path, random_weights)) == 3
+    failures = (folder / "heatmaps.failures.csv").read_text()
+    assert "heatmaps,t_R_CC," in failures and "image file not found" in failures
+    assert (folder / "heatmaps" / "heatmap_benign" / "t_L_CC.hdf5").exists()
+    (folder / "cropped" / "t_L_CC.png").unlink()
+    args = producer_args(folder, data_path, random_weights, "--overwrite")
+    assert run_script("run_producer", *args) == 1
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("truncated", "truncated or corrupt"),
+    ("classifier", "cancer-classifier checkpoint"),
+    ("unsafe", "--trust-checkpoint"),
+])
+def test_cli_bad_checkpoints_exit_2(tiny_exam, random_weights, kind, message, capsys):
+    folder, data_path = tiny_exam
+    path = folder / f"{kind}.p"
+    if kind == "truncated":
+        path.write_bytes(random_weights.read_bytes()[:100_000])
+    elif kind == "classifier":
+        torch.save({"model": {"four_view_resnet.cc.first_conv.weight": torch.zeros(1)}}, path)
+    else:
+        torch.save({"weights": torch.zeros(1), "args": argparse_namespace()}, path)
+    assert run_script("run_producer", *producer_args(folder, data_path, path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run_producer: error: ") and message in err
+    assert not (folder / "heatmaps").exists()  # nothing half-made is left behind
+    assert not list(folder.glob(".heatmaps*"))
+
+
+def argparse_namespace():
+    import argparse
+    return argparse.Namespace(learning_rate=0.1)
+
+
+def test_cli_bad_exam_list_and_batch_size_exit_2(tiny_exam, random_weights, capsys):
+    folder, _ = tiny_exam
+    bad = folder / "bad.json"
+    bad.write_text("[{}]")
+    assert run_script("run_producer", *producer_args(folder, bad, random_weights)) == 2
+    assert "horizontal_flip" in capsys.readouterr().err
+    assert run_script("run_producer", *producer_args(folder, bad, random_weights),
+                      "--batch-size", "0") == 2
+
+
+def test_cli_single(tmp_path, random_weights, capsys):
+    write_images(tmp_path, {"one": (300, 256)})
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"horizontal_flip": "NO", "full_view": "R-CC", "side": "R",
+                                "view": "CC", "short_file_path": None}))
+    args = ("--model-path", random_weights, "--cropped-mammogram-path", tmp_path / "one.png",
+            "--metadata-path", meta, "--heatmap-path-malignant", tmp_path / "m.hdf5",
+            "--heatmap-path-benign", tmp_path / "b.hdf5")
+    assert run_script("run_producer_single", *args) == 0
+    assert io.read_hdf5(tmp_path / "m.hdf5").shape == (300, 256)
+    assert run_script("run_producer_single", *args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert run_script("run_producer_single", *args, "--overwrite", "--proper-mirroring") == 0
+    (tmp_path / "one.png").write_bytes(b"not a png")
+    assert run_script("run_producer_single", *args, "--overwrite") == 1
+
+
+def test_scripts_run_as_files(tmp_path):
+    script = REPO / "src" / "heatmaps" / "run_producer.py"
+    bad = tmp_path / "w.p"
+    torch.save({"features.conv0.weight": torch.zeros(64, 3, 7, 7)}, bad)
+    bad.write_bytes(bad.read_bytes()[:-300])  # a checkpoint cut short
+    data = tmp_path / "data.json"
+    data.write_text(json.dumps([exam("NO")]))
+    done = subprocess.run([sys.executable, str(script), "--model-path", str(bad), "--data-path",
+                           str(data), "--image-path", str(tmp_path), "--output-heatmap-path",
+                           str(tmp_path / "h")], capture_output=True, text=True)
+    assert done.returncode == 2 and "not a readable PyTorch weight file" in done.stderr
+    help_text = subprocess.run([sys.executable, str(REPO / "src" / "heatmaps" /
+                                                    "run_producer_single.py"), "--help"],
+                               capture_output=True, text=True)
+    assert help_text.returncode == 0 and "--proper-mirroring" in help_text.stdout
+
+
+# --------------------------------------------------------------------------- parity
+def sha256(array):
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def crop_like_reference(case, name, window_location, folder):
+    """Stage-3 input: the kit's input image cut to the reference's crop window."""
+    top, bottom, left, right = window_location
+    image = io.read_mammogram_png(case / "images" / f"{name}.png")[top:bottom, left:right]
+    pixels = json.loads((case / "expected" / "cropped_pixels.json").read_text())[name]
+    assert list(image.shape) == pixels["shape"] and sha256(image) == pixels["sha256"]
+    path = Path(folder) / f"{name}.png"
+    io.write_png(path, image)
+    return path
+
+
+def run_parity_exam_list(case_name, tmp_path_factory, parity_root, runtime="auto"):
+    case = parity_case(case_name)
+    weights = parity_root / "weights" / "patch.p"
+    if not weights.is_file():
+        pytest.skip(f"{weights} not found")
+    work = tmp_path_factory.mktemp(case_name)
+    data_path = case / "expected" / "data.pkl"
+    exam_list = load_exam_list(data_path)
+    for exam_index, view, list_index, name in iter_images(exam_list):
+        window = exam_list[exam_index]["window_location"][view][list_index]
+        crop_like_reference(case, name, window, work / "cropped")
+    status = heatmaps.run_producer(weights, data_path, work / "cropped", work / "heatmaps",
+                                   batch_size=100, seed=0, device_type="cpu", runtime=runtime)
+    assert status == 0
+    return case, exam_list, work / "heatmaps"
+
+
+def compare_maps(actual, expected):
+    assert actual.shape == expected.shape and actual.dtype == np.float32
+    deviation = float(np.abs(actual.astype(np.float64) - expected).max())
+    print(f"max abs deviation {deviation:.3g}")
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=TOLERANCE)
+    return deviation
+
+
+@pytest.fixture(scope="module")
+def parity_root():
+    from conftest import PARITY
+    return PARITY
+
+
+@pytest.fixture(scope="module")
+def real_cc_run(tmp_path_factory, parity_root):
+    # The default runtime: ONNX Runtime on the CPU where installed (patch_runtime).
+    return run_parity_exam_list("real_cc", tmp_path_factory, parity_root, "auto")
+
+
+@pytest.fixture(scope="module")
+def synth_a_run(tmp_path_factory, parity_root):
+    # PyTorch eager, the runtime that reproduces the reference bit for bit (SPEC 6 step 3).
+    return run_parity_exam_list("synth_a", tmp_path_factory, parity_root, "torch")
+
+
+def check_exam_maps(run):
+    case, exam_list, output = run
+    for _, _, _, name in iter_images(exam_list):
+        for kind in ("malignant", "benign"):
+            expected = read_map(case / "expected" / "heatmaps", kind, name)
+            compare_maps(read_map(output, kind, name), expected)
+
+
+def test_parity_real_cc_heatmaps(real_cc_run):
+    check_exam_maps(real_cc_run)
+
+
+def test_parity_synth_a_heatmaps(synth_a_run):
+    check_exam_maps(synth_a_run)
+
+
+@slow
+def test_parity_synth_c_heatmaps(tmp_path_factory, parity_root):
+    check_exam_maps(run_parity_exam_list("synth_c", tmp_path_factory, parity_root))
+
+
+def legacy_copy(weights, path):
+    """The patch checkpoint with old torchvision key names and no num_batches_tracked."""
+    state = torch.load(weights, weights_only=True)
+    legacy = {re.sub(r"(\.denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v
+              for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    assert "features.denseblock1.denselayer1.norm.1.weight" in legacy
+    torch.save(legacy, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def legacy_weights(tmp_path_factory, parity_root):
+    weights = parity_root / "weights" / "patch.p"
+    if not weights.is_file():
+        pytest.skip(f"{weights} not found")
+    return legacy_copy(weights, tmp_path_factory.mktemp("legacy") / "legacy_patch.p")
+
+
+def test_legacy_copy_loads_the_same_model(legacy_weights, parity_root):
+    current = load_patch_classifier(parity_root / "weights" / "patch.p").state_dict()
+    legacy = load_patch_classifier(legacy_weights).state_dict()
+    assert list(current) == list(legacy)
+    for key, value in current.items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, legacy[key]), key
+
+
+SINGLE_CASES = [("synth_a", "a0_L_MLO", "torch"), ("synth_a", "a1_R_CC", "torch"),
+                ("real_cc", "2_R_CC", "auto"),
+                pytest.param("real_cc", "1_L_CC", "torch", marks=slow)]
+
+
+@pytest.mark.parametrize("case_name, name, runtime", SINGLE_CASES)
+def test_parity_single_image(case_name, name, runtime, tmp_path, legacy_weights):
+    # Runs the script with the legacy-keyed copy: its maps must equal the reference's, which
+    # were made with patch.p, so both key styles give the same heatmaps.
+    case = parity_case(case_name)
+    expected_dir = case / "expected" / "single" / name
+    metadata_path = expected_dir / "cropped_metadata.pkl"
+    image_path = crop_like_reference(case, name, load_metadata(metadata_path)["window_location"],
+                                     tmp_path)
+    status = run_script("run_producer_single", "--model-path", legacy_weights,
+                        "--cropped-mammogram-path", image_path, "--metadata-path", metadata_path,
+                        "--batch-size", 100, "--seed", 0, "--device-type", "cpu",
+                        "--runtime", runtime,
+                        "--heatmap-path-malignant", tmp_path / "malignant_heatmap.hdf5",
+                        "--heatmap-path-benign", tmp_path / "benign_heatmap.hdf5")
+    assert status == 0
+    for kind in ("malignant", "benign"):
+        compare_maps(io.read_hdf5(tmp_path / f"{kind}_heatmap.hdf5"),
+                     io.read_hdf5(expected_dir / f"{kind}_heatmap.hdf5"))
