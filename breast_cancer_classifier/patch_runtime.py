@@ -27,6 +27,7 @@ from .runtime import log
 RUNTIMES = ("auto", "torch", "onnxruntime")
 PATCH_SHAPE = (256, 256, 3)
 ONNX_OPSET = 17
+ONNX_MAX_FORWARD = 10  # patches per session.run (memory, see OnnxRuntime.__call__)
 
 
 def default_cache_dir():
@@ -96,7 +97,14 @@ class OnnxRuntime:
         return graph_path
 
     def __call__(self, batch):
-        return self.session.run(None, {"patches": np.ascontiguousarray(batch)})[0]
+        # Pieces bound the memory ONNX Runtime's arena grows to (a whole batch of 100: peak
+        # RSS 4.0 GB on a real CC image; pieces of 10: 1.3 GB, and faster); the results do
+        # not depend on the piece size.
+        from .heatmaps import _forward_pieces
+
+        return np.concatenate([
+            self.session.run(None, {"patches": np.ascontiguousarray(batch[start:stop])})[0]
+            for start, stop in _forward_pieces(len(batch), ONNX_MAX_FORWARD)])
 
 
 def export_onnx(model, path):

@@ -1,6 +1,7 @@
 """Shared fixtures: where the parity kit lives, and small synthetic inputs."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ SHARED = Path(os.environ.get("BCC_SHARED", REPO.parent / "shared"))
 PARITY = SHARED / "parity"
 
 os.environ.setdefault("BCC_NO_PROGRESS", "1")
+# Exported ONNX graphs of test runs go to a temporary folder, not the user's ~/.cache.
+os.environ.setdefault("BCC_CACHE_DIR", tempfile.mkdtemp(prefix="bcc-test-cache-"))
 
 
 def parity_case(name):
