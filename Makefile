@@ -34,7 +34,7 @@ demo-banner:
 	  mkdir -p sample_output; cp models/DEMO_WEIGHTS.txt sample_output/DEMO_WEIGHTS_README.txt; \
 	  echo ""; \
 	  echo "************************************************************************"; \
-	  echo "*  DEMO WEIGHTS (untrained): the numbers below are NOT predictions.    *"; \
+	  echo "*  DEMO WEIGHTS (untrained): this demo's numbers are NOT predictions. *"; \
 	  echo "*  Run 'make download' for the official weights (needs a network).    *"; \
 	  echo "************************************************************************"; \
 	  echo ""; \
