@@ -48,3 +48,13 @@ def add_runtime_flag(parser):
                         help="engine for the patch classifier: 'auto' (default) uses ONNX "
                              "Runtime on the CPU when installed, else PyTorch; 'torch' is "
                              "bit-identical to the reference on the CPU")
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    import argparse
+
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

@@ -14,16 +14,10 @@ import argparse  # noqa: E402
 
 from breast_cancer_classifier import heatmaps  # noqa: E402
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
-                                          add_runtime_flag, add_trust_flag, run_cli)
+                                          add_runtime_flag, add_trust_flag,
+                                          positive_int, run_cli)
 
 PROG = "run_producer_single"
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser():
