@@ -14,10 +14,7 @@ draws as a one-image view), so every other row is identical to that of a run in 
 failed exam's files were present: a failure never shifts the stream of the exams after it.
 """
 
-import ctypes
-import ctypes.util
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +27,11 @@ from .checkpoints.classifier import load_classifier, load_single_image_model
 from .errors import ExamListError, InputImageError, PipelineError
 from .exam_list import exam_names, load_exam_list, load_metadata
 from .failures import FailureReport
-from .runtime import log, progress, resolve_device
+from .runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, glibc_mallopt, log, progress,
+                      resolve_device)
 from .views import LABELS, VIEWS, flip_for_model, view_angle
 
 STAGE = "run_model"
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 
 
 @dataclass(frozen=True)
@@ -69,15 +65,7 @@ def reuse_freed_memory():
     freed memory (up to 1 GB above the peak) removes that cost; the numbers are unchanged.
     Process-wide, so only the stage-4 entry points call it. No-op without glibc.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_MAX, 0)
-    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    glibc_mallopt((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 1 << 30))
 
 
 # --------------------------------------------------------------------------- inputs

@@ -22,11 +22,9 @@ step for the images after it:
   it either: it stops the whole run there).
 """
 
-import ctypes
 import functools
 import itertools
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +33,7 @@ from . import io
 from .errors import InputImageError
 from .exam_list import iter_images, load_exam_list
 from .failures import FailureReport
-from .runtime import log, progress, resolve_device
+from .runtime import M_MMAP_THRESHOLD, glibc_mallopt, log, progress, resolve_device
 from .views import VIEWS, flip_for_model
 
 PATCH_SIZE = 256  # SPEC 6
@@ -195,13 +193,7 @@ def _limit_heap_fragmentation():
     1.2 GB to 1.7 GB. With a fixed threshold freed activations go straight back to the
     system. Only memory use changes, never a number. Process-wide, applied once.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError) as err:  # not glibc (e.g. musl): keep its defaults
-        log.debug("heatmaps: cannot set the malloc mmap threshold (%s)", err)
+    glibc_mallopt((M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def run_patch_stream(classify, images, batch_size, on_done=None, bar=None):

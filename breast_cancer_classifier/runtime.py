@@ -88,3 +88,27 @@ def parallel_map(function, items, num_processes, desc=None):
                 bar.update()
     bar.close()
     return results
+
+
+# glibc mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+
+
+def glibc_mallopt(*settings):
+    """Apply ``(parameter, value)`` pairs with glibc's ``mallopt``; a no-op elsewhere.
+
+    Process-wide allocator tuning: each stage picks the settings that suit its own memory
+    pattern (see its caller's docstring); none of them changes a number.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError) as err:  # not glibc (e.g. musl): keep its defaults
+        log.debug("cannot tune the allocator (%s)", err)
+        return
+    for parameter, value in settings:
+        mallopt(parameter, value)
