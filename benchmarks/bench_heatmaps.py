@@ -8,12 +8,13 @@ Usage (from the repository root)::
 The image is cropped from the parity kit's ``real_cc`` case with its expected
 ``window_location`` (the stage-3 input of the reference run), and classified with the kit's
 ``weights/patch.p``. Each configuration runs in a fresh process, so its peak RSS (VmHWM)
-is its own; "base RSS" is that process after importing torch and loading the model, before
-any patch. A configuration is a runtime (``torch``: PyTorch eager, bit-identical to the
-reference; ``onnxruntime``: the cached ONNX export) and, for torch, the largest piece of a
-batch given to the model at once (100 = the whole batch, as the reference does;
-``heatmaps.CPU_MAX_FORWARD`` bounds memory). "max diff" is the largest absolute difference
-of either heatmap from the first configuration's.
+is its own; "base RSS" is that process after loading the model, before any patch. A
+configuration is a runtime (``torch``: PyTorch eager, bit-identical to the reference;
+``onnxruntime``: the cached ONNX export, run as stage 3 runs it on the CPU, in a process
+that never imports PyTorch) and, for torch, the largest piece of a batch given to the model
+at once (100 = the whole batch, as the reference does; ``heatmaps.CPU_MAX_FORWARD`` bounds
+memory). "max diff" is the largest absolute difference of either heatmap from the first
+configuration's. Every configuration classifies each constant (background) patch value once.
 On a machine shared with other work, compare the CPU seconds rather than the wall time.
 """
 
@@ -67,18 +68,28 @@ def worker(args):
     import random
 
     import numpy as np
-    import torch
 
     from breast_cancer_classifier import heatmaps
-    from breast_cancer_classifier.checkpoints.patch import load_patch_classifier
-    from breast_cancer_classifier.patch_runtime import make_patch_runtime
 
     runtime, _, max_forward = args.configs[0].partition(":")
     raw, view, horizontal_flip = _cropped_image(args.image)
-    device = torch.device("cpu")
-    model = load_patch_classifier(args.model_path, device)
-    classify = make_patch_runtime(runtime, model, device, args.model_path,
-                                  max_forward=int(max_forward) if max_forward else None)
+    if runtime == "onnxruntime":
+        # As stage 3 runs it on the CPU: the cached export, PyTorch never imported here.
+        from breast_cancer_classifier.patch_runtime import available_cores
+
+        classify = heatmaps.load_patch_runtime(args.model_path, "cpu", runtime="onnxruntime")
+        threads = available_cores()
+    else:
+        import torch
+
+        from breast_cancer_classifier.checkpoints.patch import load_patch_classifier
+        from breast_cancer_classifier.patch_runtime import make_patch_runtime
+
+        device = torch.device("cpu")
+        model = load_patch_classifier(args.model_path, device)
+        classify = make_patch_runtime(runtime, model, device, args.model_path,
+                                      max_forward=int(max_forward) if max_forward else None)
+        threads = torch.get_num_threads()
     base_rss = _memory_mb("VmRSS")
     times, cpu_times = [], []
     for _ in range(args.repeat):
@@ -98,7 +109,7 @@ def worker(args):
     print(json.dumps({"config": label, "patches": patches,
                       "seconds": min(times), "cpu_seconds": min(cpu_times),
                       "base_rss_mb": base_rss,
-                      "peak_rss_mb": _memory_mb("VmHWM"), "threads": torch.get_num_threads(),
+                      "peak_rss_mb": _memory_mb("VmHWM"), "threads": threads,
                       "shape": list(raw.shape)}))
 
 
@@ -139,7 +150,7 @@ def main():
     print(f"stage 3 heatmaps, real_cc/{args.image} {tuple(first['shape'])}, "
           f"{first['patches']} patches, batch size {args.batch_size}, CPU "
           f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch threads {first['threads']})")
+          f"threads {first['threads']})")
     print("| configuration | seconds | patches/s | CPU s | base RSS MB | peak RSS MB "
           "| speed vs first | max diff vs first |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -33,7 +33,8 @@ from . import io
 from .errors import InputImageError
 from .exam_list import iter_images, load_exam_list
 from .failures import FailureReport
-from .runtime import M_MMAP_THRESHOLD, glibc_mallopt, log, progress, resolve_device
+from .runtime import (M_MMAP_THRESHOLD, glibc_mallopt, log, progress, resolve_device,
+                      runs_on_cpu)
 from .views import VIEWS, flip_for_model
 
 PATCH_SIZE = 256  # SPEC 6
@@ -204,22 +205,44 @@ def run_patch_stream(classify, images, batch_size, on_done=None, bar=None):
 
     Images are taken from the iterable only when the stream reaches them; consecutive
     batches may span images. ``on_done(item)`` is called as soon as an image is complete.
+    A constant patch (all background, about one in eight of a real CC crop) goes through
+    the model once per value: its copies get the same probabilities, as they would from
+    the model, whose result for a patch does not depend on the rest of its batch.
     """
     stream = ((item, index) for item in images for index in range(item.num_patches))
     buffer = np.empty((batch_size, PATCH_SIZE, PATCH_SIZE, 3), dtype=np.float32)
+    constant_outputs = {}  # patch value -> probabilities, for constant patches
     while True:
         batch = list(itertools.islice(stream, batch_size))
         if not batch:
             return
-        for slot, (item, index) in enumerate(batch):
-            buffer[slot] = item.patch(index)[:, :, None]  # float64 -> float32, 3 channels
-        probabilities = classify(buffer[:len(batch)])
-        for (item, index), p in zip(batch, probabilities):
+        sources, pending, used = [], {}, 0
+        for item, index in batch:
+            patch = item.patch(index)
+            value = _constant_value(patch)
+            if value is not None and (value in constant_outputs or value in pending):
+                sources.append(value)  # filled in from the first patch of that value
+                continue
+            buffer[used] = patch[:, :, None]  # float64 -> float32, 3 channels
+            if value is not None:
+                pending[value] = used
+            sources.append(used)
+            used += 1
+        probabilities = classify(buffer[:used]) if used else None
+        constant_outputs.update({v: probabilities[slot] for v, slot in pending.items()})
+        for (item, index), source in zip(batch, sources):
+            p = probabilities[source] if isinstance(source, int) else constant_outputs[source]
             item.add(index, p[[MALIGNANT_COLUMN, BENIGN_COLUMN]])
             if item.complete and on_done is not None:
                 on_done(item)
         if bar is not None:
             bar.update(len(batch))
+
+
+def _constant_value(patch):
+    """The patch's single value (a float) if every pixel holds it, else None."""
+    first = float(patch[0, 0])
+    return first if (patch == first).all() else None
 
 
 def compute_heatmaps(classify, image, row_strides, column_strides, batch_size, name="image"):
@@ -314,14 +337,27 @@ def _counted(items, bar):
 
 def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkpoint=False,
                        runtime="auto"):
-    """Load the patch checkpoint and wrap it in the runtime asked for (``patch_runtime``)."""
-    from .checkpoints.patch import load_patch_classifier
-    from .patch_runtime import make_patch_runtime
+    """Load the patch checkpoint and wrap it in the runtime asked for (``patch_runtime``).
 
-    device = resolve_device(device_type, gpu_number)
-    model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
-    classify = make_patch_runtime(runtime, model, device, model_path)
-    log.debug("%s: patch classifier on %s with %s", STAGE, device, classify.name)
+    ONNX Runtime on the CPU (``auto`` or ``onnxruntime``) is set up without importing
+    PyTorch in this process: its memory (about 0.7 GB) stays out of the stage.
+    """
+    from .patch_runtime import (OnnxRuntime, check_onnxruntime_installed, check_runtime_name,
+                                make_patch_runtime, onnxruntime_available)
+
+    check_runtime_name(runtime)
+    wants_onnx = runtime == "onnxruntime" or (runtime == "auto" and onnxruntime_available())
+    if wants_onnx and runs_on_cpu(device_type):
+        check_onnxruntime_installed()
+        classify = OnnxRuntime.for_checkpoint(model_path, trust=trust_checkpoint)
+    else:
+        from .checkpoints.patch import load_patch_classifier
+
+        device = resolve_device(device_type, gpu_number)
+        model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
+        classify = make_patch_runtime(runtime, model, device, model_path,
+                                      trust=trust_checkpoint)
+    log.debug("%s: patch classifier run by %s", STAGE, classify.name)
     return classify
 
 

@@ -4,6 +4,7 @@
 stderr; stdout is reserved for results (the single-image JSON line).
 """
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -14,10 +15,25 @@ from tqdm import tqdm
 log = logging.getLogger("breast_cancer_classifier")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is at the time of each message."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(verbose=False):
     """Messages on stderr as ``name: message``; idempotent."""
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.propagate = False
@@ -58,8 +74,37 @@ def resolve_device(device_type="cpu", gpu_number=0):
         return torch.device(f"cuda:{gpu_number}")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
-    log.warning("device type 'gpu' requested but no GPU is available: running on the CPU")
+    _warn_no_gpu()
     return torch.device("cpu")
+
+
+def _warn_no_gpu():
+    log.warning("device type 'gpu' requested but no GPU is available: running on the CPU")
+
+
+# The GPU driver libraries PyTorch needs to reach a GPU (NVIDIA CUDA, AMD ROCm) on Linux.
+_GPU_DRIVER_LIBRARIES = ("libcuda.so.1", "libamdhip64.so")
+
+
+def runs_on_cpu(device_type):
+    """True when ``--device-type`` certainly means the CPU, decided without importing torch.
+
+    ``cpu`` does; so does ``gpu`` on Linux when no GPU driver library can be loaded (PyTorch
+    could not use a GPU either; the fallback message is printed here). Otherwise, False:
+    only :func:`resolve_device` can tell. Lets stage 3 on the CPU run without PyTorch.
+    """
+    if device_type == "cpu":
+        return True
+    if device_type != "gpu" or not sys.platform.startswith("linux"):
+        return False
+    for library in _GPU_DRIVER_LIBRARIES:
+        try:
+            ctypes.CDLL(library)
+            return False
+        except OSError:
+            continue
+    _warn_no_gpu()
+    return True
 
 
 def use_full_fp32():
@@ -102,7 +147,6 @@ def glibc_mallopt(*settings):
     """
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
     import ctypes.util
 
     try:
