@@ -20,11 +20,15 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
 
 # Demo weights fill in only the checkpoints missing from models/; official ones are kept.
+# With demo weights the pictures carry a warning line too.
+DEMO_NOTE := DEMO WEIGHTS (untrained): these numbers and heatmaps are NOT predictions
+NOTE_IF_DEMO = VISUALIZE_NOTE="$$($(PY) src/utilities/make_demo_weights.py --status | grep -q 'demo$$' && echo '$(DEMO_NOTE)')"
+
 demo: $(STAMP)
 	$(PY) src/utilities/make_demo_weights.py
 	@$(MAKE) --no-print-directory demo-banner
-	DEVICE_TYPE=$(DEVICE_TYPE) VISUALIZE=1 PYTHON=$(PY) bash run.sh
-	DEVICE_TYPE=$(DEVICE_TYPE) VISUALIZE=1 PYTHON=$(PY) bash run_single.sh sample_data/images/0_L_CC.png L-CC
+	$(NOTE_IF_DEMO) DEVICE_TYPE=$(DEVICE_TYPE) VISUALIZE=1 PYTHON=$(PY) bash run.sh
+	$(NOTE_IF_DEMO) DEVICE_TYPE=$(DEVICE_TYPE) VISUALIZE=1 PYTHON=$(PY) bash run_single.sh sample_data/images/0_L_CC.png L-CC
 	@$(MAKE) --no-print-directory demo-banner
 	@echo "Outputs: sample_output/ and sample_single_output/"
 

@@ -32,6 +32,8 @@ IMAGEHEATMAPS_PREDICTIONS_PATH=${IMAGEHEATMAPS_PREDICTIONS_PATH:-sample_output/i
 # Optional: overlay pictures of every exam (1 to enable) into VISUALIZATIONS_PATH.
 VISUALIZE=${VISUALIZE:-0}
 VISUALIZATIONS_PATH=${VISUALIZATIONS_PATH:-sample_output/visualizations}
+# Optional: an extra title line on every picture, drawn as a warning (make demo: demo weights).
+VISUALIZE_NOTE=${VISUALIZE_NOTE:-}
 
 if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
@@ -140,6 +142,7 @@ if [ "$VISUALIZE" = "1" ]; then
         --heatmaps-path "$HEATMAPS_PATH" \
         --predictions-path "$IMAGE_PREDICTIONS_PATH" "$IMAGEHEATMAPS_PREDICTIONS_PATH" \
         --output-dir "$VISUALIZATIONS_PATH" \
+        ${VISUALIZE_NOTE:+--note "$VISUALIZE_NOTE"} \
         --overwrite
     check_status $? "Visualizations" 5
 fi

@@ -32,6 +32,7 @@ BENIGN_HEATMAP_PATH=${BENIGN_HEATMAP_PATH:-$OUTPUT_PATH/benign_heatmap.hdf5}
 # Optional: an overlay picture of the image (1 to enable).
 VISUALIZE=${VISUALIZE:-0}
 VISUALIZATION_PATH=${VISUALIZATION_PATH:-$OUTPUT_PATH/visualization.png}
+VISUALIZE_NOTE=${VISUALIZE_NOTE:-}
 # The JSON lines printed below are also kept here.
 PREDICTIONS_PATH=${PREDICTIONS_PATH:-$OUTPUT_PATH/predictions.jsonl}
 
@@ -108,6 +109,7 @@ stop_on_failure $? "Stage 4b"
 
 if [ "$VISUALIZE" = "1" ]; then
     "$PYTHON" src/utilities/visualize.py --single-output-dir "$OUTPUT_PATH" \
-        --predictions-path "$PREDICTIONS_PATH" --output-path "$VISUALIZATION_PATH" --overwrite
+        --predictions-path "$PREDICTIONS_PATH" --output-path "$VISUALIZATION_PATH" \
+        ${VISUALIZE_NOTE:+--note "$VISUALIZE_NOTE"} --overwrite
     stop_on_failure $? "Visualization"
 fi

@@ -115,6 +115,13 @@ def figure_size(n_rows, n_columns, n_blocks, n_title_lines, with_colorbar=True):
     return width, height
 
 
+class Note(str):
+    """A title line drawn as a warning (e.g. that the weights are untrained demo weights)."""
+
+
+NOTE_COLOR = "#ff5050"
+
+
 def draw_figure(panels, hanging, kinds, title_lines, heatmap_max=1.0):
     """Draw blocks of view cells, one per heatmap kind (or one plain block if ``kinds`` is empty).
 
@@ -128,9 +135,11 @@ def draw_figure(panels, hanging, kinds, title_lines, heatmap_max=1.0):
     width, height = figure_size(n_rows, n_columns, len(blocks), len(title_lines), colorbar)
     fig = Figure(figsize=(width, height), dpi=DPI, facecolor="black")
     for i, line in enumerate(title_lines):
-        fig.text(0.5, 1 - (MARGIN + (i + 0.75) * LINE_H) / height, line, color="white",
-                 ha="center", va="baseline", fontsize=12 if i == 0 else 10,
-                 weight="bold" if i == 0 else "normal")
+        is_note = isinstance(line, Note)
+        fig.text(0.5, 1 - (MARGIN + (i + 0.75) * LINE_H) / height, line,
+                 color=NOTE_COLOR if is_note else "white", ha="center", va="baseline",
+                 fontsize=12 if i == 0 or is_note else 10,
+                 weight="bold" if i == 0 or is_note else "normal")
     block_w = _block_width(n_columns, colorbar)
     left = (width - len(blocks) * block_w - (len(blocks) - 1) * BLOCK_GAP) / 2
     grid_top = height - MARGIN - len(title_lines) * LINE_H - BLOCK_TITLE_H
@@ -259,7 +268,7 @@ def _read_heatmap(path, shape, image_path):
 
 
 def render_exam(index, exam, cropped_dir, heatmaps_dir, named_predictions, use_hdf5=False,
-                heatmap_max=1.0):
+                heatmap_max=1.0, note=None):
     """PNG pictures of one exam: ``[(file_name, png_bytes)]``.
 
     Views listing several images give several pictures: picture k shows the k-th image of
@@ -269,7 +278,7 @@ def render_exam(index, exam, cropped_dir, heatmaps_dir, named_predictions, use_h
     if count == 0:
         raise InputImageError("the exam lists no images")
     kinds = HEATMAP_KINDS if heatmaps_dir is not None else ()
-    lines = exam_title_lines(index, exam, named_predictions)
+    lines = exam_title_lines(index, exam, named_predictions) + ([Note(note)] if note else [])
     pictures = []
     for k in range(count):
         panels = {view: load_panel(cropped_dir, heatmaps_dir, exam[view][k],
@@ -281,10 +290,12 @@ def render_exam(index, exam, cropped_dir, heatmaps_dir, named_predictions, use_h
 
 
 def visualize_exams(exam_list_path, cropped_dir, output_dir, heatmaps_dir=None,
-                    prediction_paths=(), use_hdf5=False, heatmap_max=1.0, overwrite=False):
+                    prediction_paths=(), use_hdf5=False, heatmap_max=1.0, overwrite=False,
+                    note=None):
     """Write ``exam_<index>.png`` per exam of an exam list into ``output_dir``.
 
-    ``prediction_paths``: predictions CSVs (rows in exam-list order) shown in each title.
+    ``prediction_paths``: predictions CSVs (rows in exam-list order) shown in each title;
+    ``note``: an extra title line drawn as a warning (``make demo``: demo weights).
     An exam that cannot be drawn is reported (failure policy) and the others go on; the
     folder is built aside and swapped in whole. Returns the exit status (0, 3 or 1).
     """
@@ -298,7 +309,7 @@ def visualize_exams(exam_list_path, cropped_dir, output_dir, heatmaps_dir=None,
             rows = [(name, predictions[index]) for name, predictions in named]
             try:
                 pictures = render_exam(index, exam, cropped_dir, heatmaps_dir, rows,
-                                       use_hdf5, heatmap_max)
+                                       use_hdf5, heatmap_max, note)
             except PipelineError as err:
                 report.add(f"exam {index} ({exam_names(exam)})", err)
                 continue
@@ -316,7 +327,7 @@ def single_image_paths(single_output_dir):
 
 def visualize_single_image(cropped_path, metadata_path, output_path, malignant_path=None,
                            benign_path=None, prediction_paths=(), heatmap_max=1.0,
-                           overwrite=False):
+                           overwrite=False, note=None):
     """Write one PNG of a single cropped image with its heatmaps (``run_single.sh`` outputs).
 
     Heatmaps are optional (both or none). ``prediction_paths``: files holding the JSON
@@ -342,6 +353,8 @@ def visualize_single_image(cropped_path, metadata_path, output_path, malignant_p
         for name, value in read_single_predictions(path):
             lines.append(f"{name}:  benign {value['benign']:.4f}, "
                          f"malignant {value['malignant']:.4f}")
+    if note:
+        lines.append(Note(note))
     fig, _ = draw_figure({view: panel}, ((view,),), HEATMAP_KINDS if heatmaps else (),
                          lines, heatmap_max)
     io.write_bytes_atomic(output_path, png_bytes(fig))

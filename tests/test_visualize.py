@@ -83,6 +83,24 @@ def test_exam_pictures_exist_with_expected_size(exam_dir):
         assert array.std() > 10  # not a blank picture
 
 
+def test_note_adds_a_warning_line(exam_dir, single_dir):
+    note = "DEMO WEIGHTS (untrained): these numbers and heatmaps are NOT predictions"
+    out = exam_dir / "noted"
+    assert visualize.visualize_exams(exam_dir / "data.pkl", exam_dir / "cropped", out,
+                                     exam_dir / "heatmaps", [exam_dir / "predictions.csv"],
+                                     note=note) == 0
+    array = png_array(out / "exam_0.png")
+    assert array.shape[:2] == expected_pixels(2, 2, 2, 3 + 1)  # one more title line
+    title = array[:array.shape[0] // 8]
+    red = (title[..., 0] > 200) & (title[..., 1] < 120) & (title[..., 2] < 120)
+    assert red.sum() > 100  # the note is drawn in the warning colour
+    paths = visualize.single_image_paths(single_dir)
+    output = single_dir / "noted.png"
+    visualize.visualize_single_image(paths["cropped"], paths["metadata"], output,
+                                     paths["malignant"], paths["benign"], note=note)
+    assert png_array(output).shape[:2] == expected_pixels(1, 1, 2, 2)
+
+
 def test_title_lines_show_predictions_failures_and_labels(exam_dir):
     exam = exam_list.load_exam_list(exam_dir / "data.pkl")[1]
     lines = visualize.exam_title_lines(1, exam, [("image", np.array([.1, .2, .3, .4])),

@@ -50,6 +50,8 @@ def build_parser():
     parser.add_argument("--predictions-path", nargs="+", default=[],
                         help="exams: predictions CSV(s), rows in exam-list order; single "
                              "image: file(s) holding the JSON lines run_single.sh prints")
+    parser.add_argument("--note", help="an extra title line drawn as a warning, e.g. that "
+                        "the weights are untrained demo weights")
     parser.add_argument("--heatmap-max", type=float, default=1.0,
                         help="heatmap value drawn at full colour and opacity (default 1)")
     add_overwrite_flag(parser)
@@ -92,7 +94,8 @@ def main(argv=None):
         def body():
             visualize.visualize_single_image(
                 paths["cropped"], paths["metadata"], output, paths.get("malignant"),
-                paths.get("benign"), args.predictions_path, args.heatmap_max, args.overwrite)
+                paths.get("benign"), args.predictions_path, args.heatmap_max, args.overwrite,
+                args.note)
             return 0
     else:
         if not (args.cropped_image_path and args.output_dir):
@@ -102,7 +105,7 @@ def main(argv=None):
             return visualize.visualize_exams(
                 args.exam_list_path, args.cropped_image_path, args.output_dir,
                 args.heatmaps_path, args.predictions_path, args.use_hdf5, args.heatmap_max,
-                args.overwrite)
+                args.overwrite, args.note)
 
     run_cli(PROG, body)
 
