@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_preprocess.py
 	$(PY) benchmarks/bench_heatmaps.py
 	$(PY) benchmarks/bench_classifiers.py
+	$(PY) benchmarks/bench_precision.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -17,6 +17,9 @@ DEVICE_TYPE=${DEVICE_TYPE:-gpu}
 NUM_EPOCHS=${NUM_EPOCHS:-10}
 HEATMAP_BATCH_SIZE=${HEATMAP_BATCH_SIZE:-100}
 GPU_NUMBER=${GPU_NUMBER:-0}
+# fp32 (default) matches the original; bf16 or tf32 (NVIDIA GPUs) trade accuracy for speed
+# in stages 3 and 4 (README, "Measured figures").
+PRECISION=${PRECISION:-fp32}
 HORIZONTAL_FLIP=${HORIZONTAL_FLIP:-NO}
 
 PATCH_MODEL_PATH=${PATCH_MODEL_PATH:-models/sample_patch_model.p}
@@ -77,6 +80,7 @@ echo "Stage 3: Generate Heatmaps"
     --heatmap-path-malignant "$MALIGNANT_HEATMAP_PATH" \
     --heatmap-path-benign "$BENIGN_HEATMAP_PATH" \
     --device-type "$DEVICE_TYPE" \
+    --precision "$PRECISION" \
     --gpu-number "$GPU_NUMBER"
 stop_on_failure $? "Stage 3"
 
@@ -89,6 +93,7 @@ echo "Stage 4a: Run Classifier (Image)"
     --use-augmentation \
     --num-epochs "$NUM_EPOCHS" \
     --device-type "$DEVICE_TYPE" \
+    --precision "$PRECISION" \
     --gpu-number "$GPU_NUMBER" | tee -a "$PREDICTIONS_PATH"
 stop_on_failure $? "Stage 4a"
 
@@ -104,6 +109,7 @@ echo "Stage 4b: Run Classifier (Image+Heatmaps)"
     --use-augmentation \
     --num-epochs "$NUM_EPOCHS" \
     --device-type "$DEVICE_TYPE" \
+    --precision "$PRECISION" \
     --gpu-number "$GPU_NUMBER" | tee -a "$PREDICTIONS_PATH"
 stop_on_failure $? "Stage 4b"
 

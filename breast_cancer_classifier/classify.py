@@ -27,8 +27,8 @@ from .checkpoints.classifier import load_classifier, load_single_image_model
 from .errors import ExamListError, InputImageError, PipelineError
 from .exam_list import exam_names, load_exam_list, load_metadata
 from .failures import FailureReport
-from .runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, glibc_mallopt, log, progress,
-                      resolve_device)
+from .runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, glibc_mallopt, log, precision_context,
+                      progress, resolve_device)
 from .views import LABELS, VIEWS, flip_for_model, view_angle
 
 STAGE = "run_model"
@@ -45,6 +45,7 @@ class ClassifierSettings:
     num_epochs: int = 1
     batch_size: int = 1
     seed: int = 0
+    precision: str = "fp32"  # --precision (runtime.PRECISIONS); fp32 is the parity path
 
     @property
     def channels(self):
@@ -139,7 +140,7 @@ def label_probabilities(outputs, model_mode):
     image: row 0 (benign) and row 1 (malignant) of each view's head; each label averages
     the CC and MLO views of its side.
     """
-    positive = {key: torch.exp(out)[..., 1].float().cpu() for key, out in outputs.items()}
+    positive = {key: torch.exp(out.float())[..., 1].cpu() for key, out in outputs.items()}
     if model_mode == "view_split":
         return ((positive["CC"] + positive["MLO"]) / 2).numpy()
     columns = []
@@ -156,7 +157,7 @@ def predict_exam(model, inputs, best_centers, draws, settings, device):
     for start in range(0, len(draws), settings.batch_size):
         batch = exam_batch(inputs, best_centers, draws[start:start + settings.batch_size],
                            settings.use_augmentation)
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_context(settings.precision, device):
             outputs = model({view: to_model_input(batch[view], device) for view in VIEWS})
         per_repetition.append(label_probabilities(outputs, settings.model_mode))
     return np.concatenate(per_repetition).mean(axis=0, dtype=np.float32)
@@ -201,6 +202,7 @@ def run_model(model_path, data_path, image_dir, output_path, settings, heatmaps_
     exam_list = load_exam_list(data_path)
     _check_exam_list_ready(exam_list, data_path)
     device = resolve_device(device_type, gpu_number)
+    precision_context(settings.precision, device)  # refuses tf32 off a CUDA device, early
     reuse_freed_memory()
     model = load_classifier(model_path, settings.model_mode, settings.channels,
                             trust=trust_checkpoint, device=device)
@@ -228,9 +230,9 @@ def classify_single_image(model, joint, best_center, angle, settings, device):
         windows = np.stack([model_window(joint, angle, best_center, draw,
                                          settings.use_augmentation)
                             for draw in draws[start:start + settings.batch_size]])
-        with torch.inference_mode():
+        with torch.inference_mode(), precision_context(settings.precision, device):
             output = model(to_model_input(windows, device))
-        probabilities.append(torch.exp(output)[..., 1].float().cpu().numpy())
+        probabilities.append(torch.exp(output.float())[..., 1].cpu().numpy())
     benign, malignant = np.concatenate(probabilities).mean(axis=0, dtype=np.float32)
     return {"benign": float(benign), "malignant": float(malignant)}
 
@@ -258,6 +260,7 @@ def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, se
     joint = read_joint_array(stem, view, metadata["horizontal_flip"],
                              heatmap_paths if settings.use_heatmaps else None, use_hdf5)
     device = resolve_device(device_type, gpu_number)
+    precision_context(settings.precision, device)
     reuse_freed_memory()
     model = load_single_image_model(model_path, view, settings.channels,
                                     trust=trust_checkpoint, device=device)

@@ -3,7 +3,7 @@
 import sys
 
 from .errors import (CheckpointError, ExamListError, InputImageError, OutputExistsError,
-                     PipelineError)
+                     PipelineError, SettingsError)
 from .failures import EXIT_BAD_INPUT, EXIT_NOTHING_DONE
 from .runtime import setup_logging
 
@@ -11,13 +11,14 @@ from .runtime import setup_logging
 def run_cli(prog, body, argv=None):
     """Run ``body()`` (which returns an exit status) and turn our errors into exit codes.
 
-    Unreadable exam lists, unusable checkpoints and existing outputs exit 2; any other
+    Unreadable exam lists, unusable checkpoints, options that do not fit together and
+    existing outputs exit 2; any other
     pipeline error (nothing could be done) exits 1. The message names the script.
     """
     setup_logging()
     try:
         status = body()
-    except (ExamListError, CheckpointError, OutputExistsError) as err:
+    except (ExamListError, CheckpointError, OutputExistsError, SettingsError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         status = EXIT_BAD_INPUT
     except (InputImageError, PipelineError) as err:
@@ -58,3 +59,10 @@ def positive_int(text):
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def add_precision_flag(parser):
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "tf32"],
+                        help="'fp32' (default) matches the reference; 'bf16' (autocast, CPU "
+                             "or GPU) and 'tf32' (NVIDIA GPUs) trade accuracy for speed: see "
+                             "README for their measured deviations")

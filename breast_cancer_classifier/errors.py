@@ -23,3 +23,7 @@ class CheckpointError(PipelineError):
 
 class OutputExistsError(PipelineError):
     """An output already exists and the user did not ask to overwrite it."""
+
+
+class SettingsError(PipelineError):
+    """Options that do not fit together, or do not fit this machine (exit status 2)."""

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from . import io
-from .errors import InputImageError
+from .errors import InputImageError, SettingsError
 from .exam_list import iter_images, load_exam_list
 from .failures import FailureReport
-from .runtime import (M_MMAP_THRESHOLD, glibc_mallopt, log, progress, resolve_device,
-                      runs_on_cpu)
+from .runtime import (M_MMAP_THRESHOLD, glibc_mallopt, log, precision_context, progress,
+                      resolve_device, runs_on_cpu)
 from .views import VIEWS, flip_for_model
 
 PATCH_SIZE = 256  # SPEC 6
@@ -147,22 +147,26 @@ class _ImageHeatmaps:
 
 
 # --------------------------------------------------------------------------- the model
-def classify_patches(model, batch, device, max_forward=None):
+def classify_patches(model, batch, device, max_forward=None, precision="fp32"):
     """Softmax probabilities (N, 4) float32 for an (N, 256, 256, 3) float32 batch.
 
     The model gets the batch's NCHW view without a copy (channels-last memory), the layout
     that reproduces the reference bit for bit on CPU (SPEC 6 step 3). On the CPU the batch
     runs in near-equal pieces of at most ``max_forward`` patches (default
     ``CPU_MAX_FORWARD``) to bound activation memory; see ``_forward_pieces``.
+    ``precision`` other than fp32 (``--precision``) runs the model under
+    ``runtime.precision_context``.
     """
     import torch
+
+    from .runtime import precision_context
 
     on_cpu = torch.device(device).type == "cpu"
     if on_cpu:
         _limit_heap_fragmentation()
     if max_forward is None:
         max_forward = CPU_MAX_FORWARD if on_cpu else len(batch)
-    with torch.inference_mode():
+    with torch.inference_mode(), precision_context(precision, device):
         outputs = []
         for start, stop in _forward_pieces(len(batch), max_forward):
             x = torch.from_numpy(batch[start:stop]).permute(0, 3, 1, 2).to(device)
@@ -336,17 +340,22 @@ def _counted(items, bar):
 
 
 def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkpoint=False,
-                       runtime="auto"):
+                       runtime="auto", precision="fp32"):
     """Load the patch checkpoint and wrap it in the runtime asked for (``patch_runtime``).
 
-    ONNX Runtime on the CPU (``auto`` or ``onnxruntime``) is set up without importing
-    PyTorch in this process: its memory (about 0.7 GB) stays out of the stage.
+    ONNX Runtime on the CPU (``auto`` or ``onnxruntime``, fp32) is set up without importing
+    PyTorch in this process: its memory (about 0.7 GB) stays out of the stage. A reduced
+    ``precision`` runs on PyTorch (``auto`` picks it; ``onnxruntime`` is refused).
     """
     from .patch_runtime import (OnnxRuntime, check_onnxruntime_installed, check_runtime_name,
                                 make_patch_runtime, onnxruntime_available)
 
     check_runtime_name(runtime)
-    wants_onnx = runtime == "onnxruntime" or (runtime == "auto" and onnxruntime_available())
+    if precision != "fp32" and runtime == "onnxruntime":
+        raise SettingsError(f"--runtime onnxruntime runs fp32 only; use --runtime torch (or "
+                            f"auto) with --precision {precision}")
+    wants_onnx = precision == "fp32" and (
+        runtime == "onnxruntime" or (runtime == "auto" and onnxruntime_available()))
     if wants_onnx and runs_on_cpu(device_type):
         check_onnxruntime_installed()
         classify = OnnxRuntime.for_checkpoint(model_path, trust=trust_checkpoint)
@@ -354,17 +363,19 @@ def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkp
         from .checkpoints.patch import load_patch_classifier
 
         device = resolve_device(device_type, gpu_number)
+        precision_context(precision, device)  # refuses tf32 off a CUDA device, before work
         model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
-        classify = make_patch_runtime(runtime, model, device, model_path,
-                                      trust=trust_checkpoint)
-    log.debug("%s: patch classifier run by %s", STAGE, classify.name)
+        classify = make_patch_runtime("torch" if precision != "fp32" else runtime, model,
+                                      device, model_path, trust=trust_checkpoint,
+                                      precision=precision)
+    log.debug("%s: patch classifier run by %s at %s", STAGE, classify.name, precision)
     return classify
 
 
 def run_producer(model_path, data_path, image_path, output_heatmap_path, *,
                  batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED, device_type="cpu",
                  gpu_number=0, use_hdf5=False, overwrite=False, trust_checkpoint=False,
-                 runtime="auto"):
+                 runtime="auto", precision="fp32"):
     """The ``run_producer.py`` command: heatmaps of an exam list into a fresh folder.
 
     The folder is built in a staging folder and moved into place when the run ends, so it
@@ -374,7 +385,7 @@ def run_producer(model_path, data_path, image_path, output_heatmap_path, *,
     report = FailureReport(STAGE)
     with io.staged_output_dir(output_heatmap_path, overwrite) as stage_dir:
         classify = load_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint,
-                                      runtime)
+                                      runtime, precision)
         total = produce_heatmaps(exam_list, image_path, stage_dir, classify,
                                  batch_size=batch_size, seed=seed, use_hdf5=use_hdf5,
                                  report=report)
@@ -415,7 +426,7 @@ def run_producer_single(model_path, cropped_mammogram_path, metadata_path,
                         heatmap_path_malignant, heatmap_path_benign, *,
                         batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED, device_type="cpu",
                         gpu_number=0, proper_mirroring=False, overwrite=False,
-                        trust_checkpoint=False, runtime="auto"):
+                        trust_checkpoint=False, runtime="auto", precision="fp32"):
     """The ``run_producer_single.py`` command. Returns exit status 0 (errors raise)."""
     from .exam_list import load_metadata
 
@@ -423,7 +434,7 @@ def run_producer_single(model_path, cropped_mammogram_path, metadata_path,
     for path in (heatmap_path_malignant, heatmap_path_benign):
         io.check_output_file(path, overwrite)
     classify = load_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint,
-                                  runtime)
+                                  runtime, precision)
     malignant, benign = produce_single_heatmaps(
         classify, cropped_mammogram_path, metadata, batch_size=batch_size, seed=seed,
         proper_mirroring=proper_mirroring)

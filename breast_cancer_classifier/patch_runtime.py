@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, PipelineError
+from .errors import CheckpointError, PipelineError, SettingsError
 from .runtime import log
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
@@ -62,13 +62,15 @@ class TorchRuntime:
 
     name = "torch"
 
-    def __init__(self, model, device, max_forward=None):
+    def __init__(self, model, device, max_forward=None, precision="fp32"):
         self.model, self.device, self.max_forward = model, device, max_forward
+        self.precision = precision
 
     def __call__(self, batch):
         from .heatmaps import classify_patches
 
-        return classify_patches(self.model, batch, self.device, self.max_forward)
+        return classify_patches(self.model, batch, self.device, self.max_forward,
+                                self.precision)
 
 
 class OnnxRuntime:
@@ -198,24 +200,31 @@ def export_in_child_process(checkpoint_path, graph_path, trust=False):
                             "torch to run the patch classifier without ONNX Runtime")
 
 
-def make_patch_runtime(runtime, model, device, checkpoint_path, max_forward=None, trust=False):
-    """Build the runtime named ``runtime`` (one of RUNTIMES) for a loaded patch model."""
+def make_patch_runtime(runtime, model, device, checkpoint_path, max_forward=None, trust=False,
+                       precision="fp32"):
+    """Build the runtime named ``runtime`` (one of RUNTIMES) for a loaded patch model.
+
+    ``precision`` (``runtime.PRECISIONS``) applies to the torch runtime; ONNX Runtime is fp32.
+    """
     check_runtime_name(runtime)
     on_cpu = getattr(device, "type", str(device)) == "cpu"
     if runtime == "auto":
-        runtime = "onnxruntime" if on_cpu and onnxruntime_available() else "torch"
+        runtime = ("onnxruntime" if on_cpu and precision == "fp32" and onnxruntime_available()
+                   else "torch")
     if runtime == "onnxruntime":
+        if precision != "fp32":
+            raise SettingsError(f"--runtime onnxruntime runs fp32 only, not {precision}")
         if not on_cpu:
-            raise PipelineError("--runtime onnxruntime runs on the CPU only; use --device-type "
+            raise SettingsError("--runtime onnxruntime runs on the CPU only; use --device-type "
                                 "cpu, or --runtime torch on a GPU")
         check_onnxruntime_installed()
         return OnnxRuntime.for_checkpoint(checkpoint_path, trust, model=model)
-    return TorchRuntime(model, device, max_forward)
+    return TorchRuntime(model, device, max_forward, precision)
 
 
 def check_runtime_name(runtime):
     if runtime not in RUNTIMES:
-        raise PipelineError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        raise SettingsError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
 
 
 def check_onnxruntime_installed():

@@ -4,6 +4,7 @@
 stderr; stdout is reserved for results (the single-image JSON line).
 """
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -80,6 +81,46 @@ def resolve_device(device_type="cpu", gpu_number=0):
 
 def _warn_no_gpu():
     log.warning("device type 'gpu' requested but no GPU is available: running on the CPU")
+
+
+PRECISIONS = ("fp32", "bf16", "tf32")  # --precision: fp32 is the default and the parity path
+
+
+def precision_context(precision, device):
+    """A context manager that runs forward passes on ``device`` at ``precision``.
+
+    ``fp32``: full fp32, the default (SPEC 7.4). ``bf16``: ``torch.autocast`` to bfloat16
+    (fast on GPUs and on CPUs with native bf16, e.g. AVX512-BF16 or AMX; slower than fp32
+    elsewhere). ``tf32``: TF32 matmul and convolutions, NVIDIA GPUs only. Anything else, or
+    tf32 off a CUDA device, raises :class:`SettingsError`.
+    """
+    import torch
+
+    from .errors import SettingsError
+
+    device_kind = torch.device(device).type
+    if precision not in PRECISIONS:
+        raise SettingsError(f"unknown precision {precision!r}; choose one of "
+                            f"{', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        return torch.autocast(device_kind, dtype=torch.bfloat16)
+    if precision == "tf32":
+        if device_kind != "cuda":
+            raise SettingsError(f"--precision tf32 needs an NVIDIA GPU, but this run is on "
+                                f"{device_kind}; use fp32 (exact) or bf16")
+        return _tf32_allowed()
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _tf32_allowed():
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        use_full_fp32()
 
 
 # The GPU driver libraries PyTorch needs to reach a GPU (NVIDIA CUDA, AMD ROCm) on Linux.

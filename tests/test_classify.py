@@ -103,14 +103,15 @@ class Kit:
             self.predictions[key] = np.stack(predictions)
         return self.predictions[key]
 
-    def single_prediction(self, case, image, variant, batch_size=1):
+    def single_prediction(self, case, image, variant, batch_size=1, precision="fp32"):
         """``{"benign", "malignant"}`` of the single-image path, 10 augmented epochs, seed 0."""
-        key = ("single", case, image, variant, batch_size)
+        key = ("single", case, image, variant, batch_size, precision)
         if key not in self.predictions:
-            self.predictions[key] = self._single_prediction(case, image, variant, batch_size)
+            self.predictions[key] = self._single_prediction(case, image, variant, batch_size,
+                                                            precision)
         return self.predictions[key]
 
-    def _single_prediction(self, case, image, variant, batch_size):
+    def _single_prediction(self, case, image, variant, batch_size, precision):
         case_dir, cropped_dir, _ = self.case(case)
         view = next(item["view"] for item in json.loads((case_dir / "single.json").read_text())
                     if item["image"] == image)
@@ -118,7 +119,7 @@ class Kit:
         heatmaps = variant == "imageheatmaps"
         settings = ClassifierSettings(model_mode="image", use_heatmaps=heatmaps,
                                       use_augmentation=True, num_epochs=10,
-                                      batch_size=batch_size, seed=0)
+                                      batch_size=batch_size, seed=0, precision=precision)
         weights = self.weights_dir / ("imageheatmaps_mode.p" if heatmaps else "image_mode.p")
         return run_model_single(
             weights, view, cropped_dir / f"{image}.png", single_dir / "cropped_metadata.pkl",
@@ -162,6 +163,28 @@ def test_batch_size_10_equals_batch_size_1(kit):
     # Exam 0 draws first, so a one-exam list gives it the same random numbers.
     ten = kit.exam_predictions("synth_a", "image", batch_size=10, exams=(0,))[0]
     np.testing.assert_allclose(ten, one, rtol=0, atol=BATCH_TOL)
+
+
+def test_bf16_is_opt_in_and_close_to_fp32(kit):
+    # --precision bf16 (autocast) moves the numbers a little; fp32 stays the parity path.
+    fp32 = kit.single_prediction("synth_a", "a0_L_MLO", "imageheatmaps")
+    bf16 = kit.single_prediction("synth_a", "a0_L_MLO", "imageheatmaps", precision="bf16")
+    deviation = max(abs(bf16[key] - fp32[key]) for key in fp32)
+    print(f"bf16 vs fp32, single image: {deviation:.2e}")
+    assert 0 < deviation < 0.02
+
+
+def test_tf32_needs_a_cuda_device(kit, tmp_path):
+    case_dir, cropped_dir, _ = kit.case("synth_a")
+    single_dir = case_dir / "expected" / "single" / "a0_L_MLO"
+    done = subprocess.run(
+        [sys.executable, str(RUN_MODEL_SINGLE), "--view", "L-MLO", "--model-path",
+         str(kit.weights_dir / "image_mode.p"), "--cropped-mammogram-path",
+         str(cropped_dir / "a0_L_MLO.png"), "--metadata-path",
+         str(single_dir / "cropped_metadata.pkl"), "--device-type", "cpu",
+         "--precision", "tf32"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--precision tf32 needs an NVIDIA GPU" in done.stderr
 
 
 def test_single_image_batch_size_does_not_change_the_numbers(kit):

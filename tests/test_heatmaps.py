@@ -757,3 +757,48 @@ def test_missing_weight_file_exits_2(tiny_exam, capsys):
     missing = folder / "no_such_weights.p"
     assert run_script("run_producer", *producer_args(folder, data_path, missing)) == 2
     assert f"{missing}: weight file not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- precision
+def test_bf16_runs_on_torch_and_stays_close(tiny_exam, random_weights, tmp_path):
+    folder, data_path = tiny_exam
+    classify = heatmaps.load_patch_runtime(random_weights, "cpu", precision="bf16")
+    assert isinstance(classify, TorchRuntime) and classify.precision == "bf16"
+    status = heatmaps.run_producer(random_weights, data_path, folder / "cropped",
+                                   folder / "bf16", precision="bf16")
+    assert status == 0
+    fp32 = heatmaps.run_producer(random_weights, data_path, folder / "cropped",
+                                 folder / "fp32", runtime="torch")
+    assert fp32 == 0
+    deviation = max(float(np.abs(read_map(folder / "bf16", kind, "t_L_CC")
+                                 - read_map(folder / "fp32", kind, "t_L_CC")).max())
+                    for kind in ("malignant", "benign"))
+    assert 0 < deviation < 0.05
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--precision", "tf32"), "--precision tf32 needs an NVIDIA GPU"),
+    (("--precision", "bf16", "--runtime", "onnxruntime"), "runs fp32 only"),
+])
+def test_precision_that_cannot_run_here_exits_2(tiny_exam, random_weights, extra, message,
+                                                capsys):
+    folder, data_path = tiny_exam
+    assert run_script("run_producer", *producer_args(folder, data_path, random_weights),
+                      *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (folder / "heatmaps").exists()
+
+
+def test_precision_context():
+    from breast_cancer_classifier.errors import SettingsError
+    from breast_cancer_classifier.runtime import precision_context
+
+    x = torch.ones(2, 2)
+    with precision_context("fp32", "cpu"):
+        assert (x @ x).dtype == torch.float32
+    with precision_context("bf16", "cpu"):
+        assert (x @ x).dtype == torch.bfloat16
+    with pytest.raises(SettingsError, match="tf32 needs an NVIDIA GPU"):
+        precision_context("tf32", "cpu")
+    with pytest.raises(SettingsError, match="unknown precision 'fp8'"):
+        precision_context("fp8", "cpu")

@@ -14,6 +14,7 @@ import argparse  # noqa: E402
 
 from breast_cancer_classifier import heatmaps  # noqa: E402
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
+                                          add_precision_flag,
                                           add_runtime_flag, add_trust_flag,
                                           positive_int, run_cli)
 
@@ -36,6 +37,7 @@ def build_parser():
     add_overwrite_flag(parser)
     add_trust_flag(parser)
     add_runtime_flag(parser)
+    add_precision_flag(parser)
     return parser
 
 
@@ -45,7 +47,8 @@ def main(argv=None):
         args.model_path, args.data_path, args.image_path, args.output_heatmap_path,
         batch_size=args.batch_size, seed=args.seed, device_type=args.device_type,
         gpu_number=args.gpu_number, use_hdf5=args.use_hdf5, overwrite=args.overwrite,
-        trust_checkpoint=args.trust_checkpoint, runtime=args.runtime))
+        trust_checkpoint=args.trust_checkpoint, runtime=args.runtime,
+        precision=args.precision))
 
 
 if __name__ == "__main__":

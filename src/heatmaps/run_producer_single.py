@@ -14,6 +14,7 @@ import argparse  # noqa: E402
 
 from breast_cancer_classifier import heatmaps  # noqa: E402
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
+                                          add_precision_flag,
                                           add_runtime_flag, add_trust_flag,
                                           positive_int, run_cli)
 
@@ -38,6 +39,7 @@ def build_parser():
     add_overwrite_flag(parser)
     add_trust_flag(parser)
     add_runtime_flag(parser)
+    add_precision_flag(parser)
     return parser
 
 
@@ -48,7 +50,8 @@ def main(argv=None):
         args.heatmap_path_malignant, args.heatmap_path_benign, batch_size=args.batch_size,
         seed=args.seed, device_type=args.device_type, gpu_number=args.gpu_number,
         proper_mirroring=args.proper_mirroring, overwrite=args.overwrite,
-        trust_checkpoint=args.trust_checkpoint, runtime=args.runtime))
+        trust_checkpoint=args.trust_checkpoint, runtime=args.runtime,
+        precision=args.precision))
 
 
 if __name__ == "__main__":

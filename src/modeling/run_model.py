@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import argparse  # noqa: E402
 
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
-                                          add_trust_flag, run_cli)
+                                          add_precision_flag, add_trust_flag, run_cli)
 from breast_cancer_classifier.classify import ClassifierSettings, run_model  # noqa: E402
 
 PROG = "run_model"
@@ -38,6 +38,7 @@ def build_parser():
     add_device_flags(parser)
     add_overwrite_flag(parser)
     add_trust_flag(parser)
+    add_precision_flag(parser)
     return parser
 
 
@@ -51,7 +52,8 @@ def main(argv=None):
     settings = ClassifierSettings(
         model_mode=args.model_mode, use_heatmaps=args.use_heatmaps,
         use_augmentation=args.use_augmentation, use_hdf5=args.use_hdf5,
-        num_epochs=args.num_epochs, batch_size=args.batch_size, seed=args.seed)
+        num_epochs=args.num_epochs, batch_size=args.batch_size, seed=args.seed,
+        precision=args.precision)
     run_cli(PROG, lambda: run_model(
         args.model_path, args.data_path, args.image_path, args.output_path, settings,
         heatmaps_dir=args.heatmaps_path, device_type=args.device_type,

@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse  # noqa: E402
 
-from breast_cancer_classifier.cli import add_device_flags, add_trust_flag, run_cli  # noqa: E402
+from breast_cancer_classifier.cli import (add_device_flags, add_precision_flag,  # noqa: E402
+                                          add_trust_flag, run_cli)
 from breast_cancer_classifier.classify import (ClassifierSettings,  # noqa: E402
                                                format_single_prediction, run_model_single)
 from breast_cancer_classifier.views import VIEWS  # noqa: E402
@@ -36,6 +37,7 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0)
     add_device_flags(parser)
     add_trust_flag(parser)
+    add_precision_flag(parser)
     return parser
 
 
@@ -49,7 +51,8 @@ def main(argv=None):
     settings = ClassifierSettings(
         model_mode="image", use_heatmaps=args.use_heatmaps,
         use_augmentation=args.use_augmentation, num_epochs=args.num_epochs,
-        batch_size=args.batch_size, seed=args.seed)
+        batch_size=args.batch_size, seed=args.seed,
+        precision=args.precision)
     heatmaps = ((args.heatmap_path_malignant, args.heatmap_path_benign)
                 if args.use_heatmaps else None)
 
