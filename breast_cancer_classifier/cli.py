@@ -12,8 +12,8 @@ def run_cli(prog, body, argv=None):
     """Run ``body()`` (which returns an exit status) and turn our errors into exit codes.
 
     Unreadable exam lists, unusable checkpoints, options that do not fit together and
-    existing outputs exit 2; any other
-    pipeline error (nothing could be done) exits 1. The message names the script.
+    existing outputs exit 2; any other pipeline error (nothing could be done) exits 1.
+    The message names the script.
     """
     setup_logging()
     try:

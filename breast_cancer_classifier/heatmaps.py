@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io
-from .errors import InputImageError, SettingsError
+from .errors import InputImageError
 from .exam_list import iter_images, load_exam_list
 from .failures import FailureReport
 from .runtime import (M_MMAP_THRESHOLD, glibc_mallopt, log, precision_context, progress,
@@ -158,8 +158,6 @@ def classify_patches(model, batch, device, max_forward=None, precision="fp32"):
     ``runtime.precision_context``.
     """
     import torch
-
-    from .runtime import precision_context
 
     on_cpu = torch.device(device).type == "cpu"
     if on_cpu:
@@ -350,10 +348,7 @@ def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkp
     from .patch_runtime import (OnnxRuntime, check_onnxruntime_installed, check_runtime_name,
                                 make_patch_runtime, onnxruntime_available)
 
-    check_runtime_name(runtime)
-    if precision != "fp32" and runtime == "onnxruntime":
-        raise SettingsError(f"--runtime onnxruntime runs fp32 only; use --runtime torch (or "
-                            f"auto) with --precision {precision}")
+    check_runtime_name(runtime, precision)
     wants_onnx = precision == "fp32" and (
         runtime == "onnxruntime" or (runtime == "auto" and onnxruntime_available()))
     if wants_onnx and runs_on_cpu(device_type):
@@ -365,9 +360,8 @@ def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkp
         device = resolve_device(device_type, gpu_number)
         precision_context(precision, device)  # refuses tf32 off a CUDA device, before work
         model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
-        classify = make_patch_runtime("torch" if precision != "fp32" else runtime, model,
-                                      device, model_path, trust=trust_checkpoint,
-                                      precision=precision)
+        classify = make_patch_runtime(runtime, model, device, model_path,
+                                      trust=trust_checkpoint, precision=precision)
     log.debug("%s: patch classifier run by %s at %s", STAGE, classify.name, precision)
     return classify
 

@@ -206,14 +206,12 @@ def make_patch_runtime(runtime, model, device, checkpoint_path, max_forward=None
 
     ``precision`` (``runtime.PRECISIONS``) applies to the torch runtime; ONNX Runtime is fp32.
     """
-    check_runtime_name(runtime)
+    check_runtime_name(runtime, precision)
     on_cpu = getattr(device, "type", str(device)) == "cpu"
     if runtime == "auto":
         runtime = ("onnxruntime" if on_cpu and precision == "fp32" and onnxruntime_available()
                    else "torch")
     if runtime == "onnxruntime":
-        if precision != "fp32":
-            raise SettingsError(f"--runtime onnxruntime runs fp32 only, not {precision}")
         if not on_cpu:
             raise SettingsError("--runtime onnxruntime runs on the CPU only; use --device-type "
                                 "cpu, or --runtime torch on a GPU")
@@ -222,9 +220,13 @@ def make_patch_runtime(runtime, model, device, checkpoint_path, max_forward=None
     return TorchRuntime(model, device, max_forward, precision)
 
 
-def check_runtime_name(runtime):
+def check_runtime_name(runtime, precision="fp32"):
+    """Refuse an unknown runtime, or ONNX Runtime at a precision other than fp32."""
     if runtime not in RUNTIMES:
         raise SettingsError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime" and precision != "fp32":
+        raise SettingsError(f"--runtime onnxruntime runs fp32 only; use --runtime torch (or "
+                            f"auto) with --precision {precision}")
 
 
 def check_onnxruntime_installed():

@@ -374,9 +374,9 @@ def test_batches_span_images_but_never_exams(tmp_path, monkeypatch):
     sizes = []
     original = heatmaps.classify_patches
 
-    def recording(model, batch, device, max_forward=None):
+    def recording(model, batch, *args, **kwargs):
         sizes.append(len(batch))
-        return original(model, batch, device, max_forward)
+        return original(model, batch, *args, **kwargs)
     monkeypatch.setattr(heatmaps, "classify_patches", recording)
     exam_list = [exam("NO", L_CC=["e_L_CC"], R_CC=["e_R_CC"]), exam("NO", L_CC=["e_L_MLO"])]
     run_exam_list(tmp_path, exam_list, batch_size=8)
