@@ -222,7 +222,8 @@ def read_single_predictions(path):
 
     Every line that is a JSON object with ``benign`` and ``malignant`` counts (other lines,
     such as stage banners, are ignored); they are named by the file stem, numbered when the
-    file holds more than one.
+    file holds more than one. Exactly two lines are taken as ``run_single.sh`` prints them
+    (SPEC 8): the image-only model, then the image+heatmaps model.
     """
     path = Path(path)
     try:
@@ -241,8 +242,13 @@ def read_single_predictions(path):
         raise EvaluationInputError(
             f"{path}: no line of the form {{\"benign\": p, \"malignant\": p}} (the JSON "
             "printed by run_single.sh)")
+    if len(found) == 2:
+        return list(zip(RUN_SINGLE_MODELS, found))
     return [(path.stem if len(found) == 1 else f"{path.stem} #{i + 1}", value)
             for i, value in enumerate(found)]
+
+
+RUN_SINGLE_MODELS = ("image-only model", "image+heatmaps model")  # run_single.sh's order
 
 
 # --------------------------------------------------------------------------- exams

@@ -267,6 +267,16 @@ def test_single_image_picture(single_dir):
 def test_single_predictions_lines(single_dir):
     assert visualize.read_single_predictions(single_dir / "predictions.txt") == [
         ("predictions", {"benign": 0.0402, "malignant": 0.0080})]
+    two = single_dir / "predictions.jsonl"
+    two.write_text('Stage 4a\n{"benign": 0.1, "malignant": 0.2}\n'
+                   'Stage 4b\n{"benign": 0.3, "malignant": 0.4}\n')
+    assert visualize.read_single_predictions(two) == [  # run_single.sh's two lines
+        ("image-only model", {"benign": 0.1, "malignant": 0.2}),
+        ("image+heatmaps model", {"benign": 0.3, "malignant": 0.4})]
+    three = single_dir / "three.txt"
+    three.write_text('{"benign": 0.1, "malignant": 0.2}\n' * 3)
+    assert [name for name, _ in visualize.read_single_predictions(three)] == [
+        "three #1", "three #2", "three #3"]
     (single_dir / "none.txt").write_text("Stage 1\n")
     with pytest.raises(EvaluationInputError, match="no line of the form"):
         visualize.read_single_predictions(single_dir / "none.txt")
