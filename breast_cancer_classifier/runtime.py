@@ -19,9 +19,6 @@ log = logging.getLogger("breast_cancer_classifier")
 class _StderrHandler(logging.StreamHandler):
     """A handler that writes to whatever ``sys.stderr`` is at the time of each message."""
 
-    def __init__(self):
-        super().__init__()
-
     @property
     def stream(self):
         return sys.stderr

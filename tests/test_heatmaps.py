@@ -802,3 +802,18 @@ def test_precision_context():
         precision_context("tf32", "cpu")
     with pytest.raises(SettingsError, match="unknown precision 'fp8'"):
         precision_context("fp8", "cpu")
+
+
+@pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
+def test_failed_export_names_the_cause_and_exits_1(tiny_exam, random_weights, tmp_path,
+                                                   monkeypatch, capsys):
+    # The cache folder cannot be made (a file stands in its way): the export child fails,
+    # and its error reaches the user with the way out.
+    folder, data_path = tiny_exam
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("BCC_CACHE_DIR", str(blocker / "cache"))
+    assert run_script("run_producer", *producer_args(folder, data_path, random_weights)) == 1
+    err = capsys.readouterr().err
+    assert "to ONNX failed" in err and "not_a_folder" in err and "--runtime torch" in err
+    assert not (folder / "heatmaps").exists()
