@@ -200,31 +200,62 @@ def cut_window(joint, window):
     return out
 
 
-def resize_window(cut, angle):
-    """Resize a cut to ``INPUT_SIZE[angle]`` with OpenCV bicubic, all channels together."""
-    h_in, w_in = INPUT_SIZE[angle]
-    if cut.shape[:2] == (h_in, w_in):
-        return cut
-    resized = cv2.resize(cut, (w_in, h_in), interpolation=cv2.INTER_CUBIC)
-    return resized.reshape(h_in, w_in, -1)  # OpenCV drops a single channel axis
+def resize_window(cut, angle, out=None):
+    """Resize a cut to ``INPUT_SIZE[angle]`` with OpenCV bicubic, all channels together.
 
-
-def standardize_image(window):
-    """Standardize channel 0 (the image) of an ``H x W x C`` window; heatmaps stay as they are.
-
-    float32 throughout, as numpy computes it on a C-contiguous copy: subtract the mean, then
-    divide by ``max(std, 1e-5)`` of the centred array. Returns a new C-contiguous array.
+    Writes into ``out`` (``H_in x W_in x C`` float32, C-contiguous) when given, so a batch
+    is filled without copies; a cut that already has the input size is copied into it.
     """
-    image = np.ascontiguousarray(window[..., 0], dtype=np.float32)
-    image = image - image.mean()
-    image = image / max(image.std(), STD_FLOOR)
-    out = np.empty(window.shape, dtype=np.float32)
-    out[..., 0] = image
-    out[..., 1:] = window[..., 1:]
+    h_in, w_in = INPUT_SIZE[angle]
+    if out is None:
+        out = np.empty((h_in, w_in) + cut.shape[2:], dtype=np.float32)
+    if cut.shape[:2] == (h_in, w_in):
+        out[...] = cut
+        return out
+    # OpenCV reads and writes a single channel as a 2-D array: hand it 2-D views.
+    flat = out.reshape(h_in, w_in, -1)
+    src = cut[..., 0] if cut.shape[2] == 1 else cut
+    dst = flat[..., 0] if flat.shape[2] == 1 else flat
+    written = cv2.resize(src, (w_in, h_in), dst=dst, interpolation=cv2.INTER_CUBIC)
+    if not np.shares_memory(written, out):  # OpenCV allocates anew if dst does not suit it
+        flat[...] = written.reshape(flat.shape)
     return out
 
 
-def model_window(joint, angle, best_center, draw, augment):
-    """One model input, ``H_in x W_in x C`` float32: sample, cut, resize, standardize."""
+def standardize_image(window, in_place=False):
+    """Standardize channel 0 (the image) of an ``H x W x C`` window; heatmaps stay as they are.
+
+    float32 throughout, as numpy computes it on a C-contiguous copy: subtract the mean, then
+    divide by ``max(std, 1e-5)`` of the centred array. Returns a new C-contiguous array, or,
+    with ``in_place`` (``window`` must then be a C-contiguous float32 array), ``window``.
+    """
+    out = window if in_place else np.array(window, dtype=np.float32, order="C")
+    image = np.ascontiguousarray(out[..., 0])  # a view when C == 1
+    image -= image.mean()
+    image /= max(image.std(), STD_FLOOR)
+    out[..., 0] = image
+    return out
+
+
+def model_window(joint, angle, best_center, draw, augment, out=None):
+    """One model input, ``H_in x W_in x C`` float32: sample, cut, resize, standardize.
+
+    Written into ``out`` when given (e.g. one slot of a batch array), else a new array.
+    """
     window = window_location(joint.shape[:2], angle, best_center, draw, augment)
-    return standardize_image(resize_window(cut_window(joint, window), angle))
+    out = resize_window(cut_window(joint, window), angle, out)
+    return standardize_image(out, in_place=True)
+
+
+def window_batch(joints, best_centers, angle, draws, augment):
+    """``N x H_in x W_in x C`` float32: the window of each :class:`WindowDraw` in ``draws``.
+
+    ``joints`` and ``best_centers`` list a view's images and centers; each draw picks one by
+    its ``image_index``. The windows are written straight into the batch array.
+    """
+    channels = joints[0].shape[2]
+    batch = np.empty((len(draws),) + INPUT_SIZE[angle] + (channels,), dtype=np.float32)
+    for slot, draw in zip(batch, draws):
+        index = draw.image_index
+        model_window(joints[index], angle, best_centers[index], draw, augment, out=slot)
+    return batch

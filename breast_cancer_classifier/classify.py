@@ -3,8 +3,9 @@
 Per exam: read each view's cropped image(s) and, with heatmaps, both heatmaps (mirrored so
 the breast faces right), draw the exam's random numbers (``augmentation.draw_exam``), then
 for every repetition cut, resize and standardize one window per view and run the model.
-``--batch-size N`` runs N repetitions in one forward pass; the draws and the numbers are
-those of batch size 1. Each label's probability is the mean over the repetitions (float32).
+``--batch-size N`` runs N repetitions in one forward pass on a GPU (on a CPU one at a time,
+which is faster there: ``RunPlan``); the draws and the numbers are those of batch size 1.
+Each label's probability is the mean over the repetitions (float32).
 
 Failure policy (README, "Failures and exit codes"): an exam that lacks a view, or whose
 image or heatmap is missing or unreadable, gets a row of empty values in the CSV (rows stay
@@ -15,6 +16,8 @@ failed exam's files were present: a failure never shifts the stream of the exams
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +25,12 @@ import numpy as np
 import torch
 
 from . import io
-from .augmentation import draw_exam, draw_single_image, model_window
+from .augmentation import draw_exam, draw_single_image, window_batch
 from .checkpoints.classifier import load_classifier, load_single_image_model
 from .errors import ExamListError, InputImageError, PipelineError
 from .exam_list import exam_names, load_exam_list, load_metadata
 from .failures import FailureReport
+from .prefetch import prefetch
 from .runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, glibc_mallopt, log, precision_context,
                       progress, resolve_device)
 from .views import LABELS, VIEWS, flip_for_model, view_angle
@@ -88,8 +92,9 @@ def read_joint_array(image_stem, view, horizontal_flip, heatmap_files=None, use_
                     f"{path}: heatmap is {heatmap.shape} but its image {image_stem} is "
                     f"{image.shape}; were they made from the same cropped image?")
             channels.append(heatmap)
-    joint = np.stack(channels, axis=-1)
-    return np.ascontiguousarray(flip_for_model(joint, view, horizontal_flip))
+    # Mirror each channel while stacking: one pass over the data instead of two.
+    return np.stack([flip_for_model(channel, view, horizontal_flip) for channel in channels],
+                    axis=-1)
 
 
 def check_exam_views(exam):
@@ -100,31 +105,34 @@ def check_exam_views(exam):
                               "classifiers need all four views")
 
 
-def read_exam_inputs(exam, image_dir, heatmaps_dir, settings):
-    """``{view: [H x W x C float32 array per image]}`` of one exam."""
+def read_exam_inputs(exam, image_dir, heatmaps_dir, settings, map_views=map):
+    """``{view: [H x W x C float32 array per image]}`` of one exam.
+
+    ``map_views`` maps a function over the four views (``map``, or a thread pool's, to read
+    them in parallel); the first failing view in ``VIEWS`` order raises.
+    """
     check_exam_views(exam)
-    inputs = {}
-    for view in VIEWS:
-        inputs[view] = []
+
+    def read_view(view):
+        arrays = []
         for name in exam[view]:
             heatmap_files = (io.heatmap_paths(heatmaps_dir, name) if settings.use_heatmaps
                              else None)
-            inputs[view].append(read_joint_array(
-                Path(image_dir) / name, view, exam["horizontal_flip"], heatmap_files,
-                settings.use_hdf5))
-    return inputs
+            arrays.append(read_joint_array(Path(image_dir) / name, view,
+                                           exam["horizontal_flip"], heatmap_files,
+                                           settings.use_hdf5))
+        return arrays
+
+    return dict(zip(VIEWS, map_views(read_view, VIEWS)))
 
 
-def exam_batch(inputs, best_centers, draws, augment):
+def exam_batch(inputs, best_centers, draws, augment, map_views=map):
     """``{view: N x H_in x W_in x C}`` float32 windows, one per repetition of ``draws``."""
-    batch = {}
-    for view in VIEWS:
-        angle = view_angle(view)
-        windows = [model_window(inputs[view][d[view].image_index], angle,
-                                best_centers[view][d[view].image_index], d[view], augment)
-                   for d in draws]
-        batch[view] = np.stack(windows)
-    return batch
+    def view_batch(view):
+        return window_batch(inputs[view], best_centers[view], view_angle(view),
+                            [d[view] for d in draws], augment)
+
+    return dict(zip(VIEWS, map_views(view_batch, VIEWS)))
 
 
 def to_model_input(array, device):
@@ -151,38 +159,93 @@ def label_probabilities(outputs, model_mode):
     return torch.stack(columns, dim=1).numpy()
 
 
-def predict_exam(model, inputs, best_centers, draws, settings, device):
-    """Mean label probabilities (4,) float32 of one exam over the repetitions of ``draws``."""
-    per_repetition = []
-    for start in range(0, len(draws), settings.batch_size):
-        batch = exam_batch(inputs, best_centers, draws[start:start + settings.batch_size],
-                           settings.use_augmentation)
-        with torch.inference_mode(), precision_context(settings.precision, device):
-            outputs = model({view: to_model_input(batch[view], device) for view in VIEWS})
-        per_repetition.append(label_probabilities(outputs, settings.model_mode))
-    return np.concatenate(per_repetition).mean(axis=0, dtype=np.float32)
+def exam_batches(exam_list, image_dir, heatmaps_dir, settings, batch_size, map_views=map):
+    """``(exam index, batch)`` for every batch of every exam, in order (the input side).
 
-
-def classify_exams(exam_list, model, image_dir, heatmaps_dir, settings, device, report):
-    """Predictions for every exam, in order: a (4,) float32 array, or ``None`` if it failed.
-
-    One ``numpy.random.RandomState(settings.seed)`` serves the whole run (SPEC 7.2).
-    Failures are added to ``report`` (a :class:`FailureReport`).
+    A batch is ``{view: N x H_in x W_in x C}`` float32 windows of ``batch_size`` (or fewer)
+    repetitions. An exam whose inputs cannot be read yields ``(index, error)``
+    once, an :class:`InputImageError`, and no batch. One ``numpy.random.RandomState(seed)``
+    serves the whole run (SPEC 7.2); each exam draws before its files are read, so a failed
+    exam draws exactly what a complete one would.
     """
     rng = np.random.RandomState(settings.seed)
-    predictions = []
-    for index, exam in enumerate(progress(exam_list, desc="Classifying", unit="exam")):
+    for index, exam in enumerate(exam_list):
         counts = {view: len(exam[view]) for view in VIEWS}
         draws = draw_exam(rng, counts, settings.num_epochs, settings.use_augmentation)
         try:
-            inputs = read_exam_inputs(exam, image_dir, heatmaps_dir, settings)
+            inputs = read_exam_inputs(exam, image_dir, heatmaps_dir, settings, map_views)
         except InputImageError as err:
-            report.add(f"exam {index} ({exam_names(exam)})", err)
-            predictions.append(None)
+            yield index, err
             continue
-        predictions.append(predict_exam(model, inputs, exam["best_center"], draws, settings,
-                                        device))
-    return predictions
+        for start in range(0, len(draws), batch_size):
+            yield index, exam_batch(inputs, exam["best_center"], draws[start:start + batch_size],
+                                    settings.use_augmentation, map_views)
+
+
+def batch_probabilities(model, batch, settings, device):
+    """``N x 4`` float32 label probabilities of one batch (one row per repetition)."""
+    with torch.inference_mode(), precision_context(settings.precision, device):
+        outputs = model({view: to_model_input(batch[view], device) for view in VIEWS})
+    return label_probabilities(outputs, settings.model_mode)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """How stage 4 runs on its device. Nothing here changes a number.
+
+    ``max_forward``: repetitions per forward pass (0: the whole ``--batch-size``).
+    ``view_threads``: threads that read and cut the four views in parallel.
+    ``prefetch_depth``: batches prepared ahead in a background thread while the model runs.
+    The random draws stay in one thread, in order, whatever the plan.
+    """
+
+    max_forward: int = 0
+    view_threads: int = 4
+    prefetch_depth: int = 0
+
+    @classmethod
+    def for_device(cls, device):
+        """On a CPU the model already uses every core at close to its peak: one repetition
+        per forward pass (batches of 10 were 1.4-1.7x slower and took GB more) and batches
+        prepared in turn (preparing ahead competed with the model and was slower); measured
+        with benchmarks/bench_classifiers.py. On a GPU the CPU is free while the model runs:
+        whole batches, and one prepared ahead."""
+        if device.type == "cpu":
+            return cls(max_forward=1, prefetch_depth=0)
+        return cls(max_forward=0, prefetch_depth=1)
+
+    def forward_size(self, batch_size):
+        """Repetitions per forward pass for ``--batch-size batch_size``."""
+        return min(batch_size, self.max_forward) if self.max_forward else batch_size
+
+
+def classify_exams(exam_list, model, image_dir, heatmaps_dir, settings, device, report,
+                   plan=None):
+    """Predictions for every exam, in order: a (4,) float32 array, or ``None`` if it failed.
+
+    ``plan``: a :class:`RunPlan` (default: ``RunPlan.for_device(device)``).
+    Failures are added to ``report`` (a :class:`FailureReport`).
+    """
+    plan = plan or RunPlan.for_device(device)
+    per_exam = [[] for _ in exam_list]
+    bar = progress(total=len(exam_list), desc="Classifying", unit="exam")
+    done = 0
+    with ThreadPoolExecutor(max(1, plan.view_threads), "views") as pool, \
+            closing(prefetch(exam_batches(exam_list, image_dir, heatmaps_dir, settings,
+                                          plan.forward_size(settings.batch_size), pool.map),
+                             plan.prefetch_depth)) as batches:
+        for index, batch in batches:
+            if index > done:  # every exam before this one is finished
+                bar.update(index - done)
+                done = index
+            if isinstance(batch, InputImageError):
+                report.add(f"exam {index} ({exam_names(exam_list[index])})", batch)
+                continue
+            per_exam[index].append(batch_probabilities(model, batch, settings, device))
+    bar.update(len(exam_list) - done)
+    bar.close()
+    return [np.concatenate(parts).mean(axis=0, dtype=np.float32) if parts else None
+            for parts in per_exam]
 
 
 def _check_exam_list_ready(exam_list, data_path):
@@ -217,34 +280,38 @@ def run_model(model_path, data_path, image_dir, output_path, settings, heatmaps_
 
 
 # --------------------------------------------------------------------------- single image
-def classify_single_image(model, joint, best_center, angle, settings, device):
+def classify_single_image(model, joint, best_center, angle, settings, device, plan=None):
     """``{"benign": p, "malignant": p}``: float32 means over the repetitions, as Python floats.
 
     A fresh ``RandomState(settings.seed)`` is drawn per call, as each reference run is its
     own process (SPEC 9). ``model`` is a :class:`SingleImageModel` (N x 2 x 2 outputs).
+    ``plan``: a :class:`RunPlan` (default: ``RunPlan.for_device(device)``).
     """
+    plan = plan or RunPlan.for_device(device)
     rng = np.random.RandomState(settings.seed)
     draws = draw_single_image(rng, settings.num_epochs, settings.use_augmentation)
+    size = plan.forward_size(settings.batch_size)
+    batches = (window_batch([joint], [best_center], angle, draws[start:start + size],
+                            settings.use_augmentation)
+               for start in range(0, len(draws), size))
     probabilities = []
-    for start in range(0, len(draws), settings.batch_size):
-        windows = np.stack([model_window(joint, angle, best_center, draw,
-                                         settings.use_augmentation)
-                            for draw in draws[start:start + settings.batch_size]])
-        with torch.inference_mode(), precision_context(settings.precision, device):
-            output = model(to_model_input(windows, device))
-        probabilities.append(torch.exp(output.float())[..., 1].cpu().numpy())
+    with closing(prefetch(batches, plan.prefetch_depth)) as windows_stream:
+        for windows in windows_stream:
+            with torch.inference_mode(), precision_context(settings.precision, device):
+                output = model(to_model_input(windows, device))
+            probabilities.append(torch.exp(output.float())[..., 1].cpu().numpy())
     benign, malignant = np.concatenate(probabilities).mean(axis=0, dtype=np.float32)
     return {"benign": float(benign), "malignant": float(malignant)}
 
 
 def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, settings,
                      heatmap_paths=None, device_type="cpu", gpu_number=0,
-                     trust_checkpoint=False):
+                     trust_checkpoint=False, plan=None):
     """The single-image classifier of SPEC 9; returns the ``{"benign", "malignant"}`` dict.
 
     ``heatmap_paths`` = ``(malignant_path, benign_path)`` with ``settings.use_heatmaps``.
     The image and heatmaps are mirrored with the metadata's ``full_view``, the model is
-    chosen by ``view``; the two must agree.
+    chosen by ``view``; the two must agree. ``plan``: see :func:`classify_single_image`.
     """
     settings.check()
     metadata = load_metadata(metadata_path)
@@ -266,7 +333,7 @@ def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, se
                                     trust=trust_checkpoint, device=device)
     model = model.to(memory_format=torch.channels_last)
     return classify_single_image(model, joint, metadata["best_center"], view_angle(view),
-                                 settings, device)
+                                 settings, device, plan)
 
 
 def _path_stem(path):

@@ -65,6 +65,9 @@ class TorchRuntime:
     def __init__(self, model, device, max_forward=None, precision="fp32"):
         self.model, self.device, self.max_forward = model, device, max_forward
         self.precision = precision
+        # Images read ahead while the model runs: worth it only when the model is not on
+        # the CPU's cores (stage 3 reads an image in well under 1% of its patch time there).
+        self.read_ahead = 0 if str(device).startswith("cpu") else 1
 
     def __call__(self, batch):
         from .heatmaps import classify_patches
@@ -77,6 +80,7 @@ class OnnxRuntime:
     """ONNX Runtime on the CPU, running an exported graph (see ``for_checkpoint``)."""
 
     name = "onnxruntime"
+    read_ahead = 0  # runs on the CPU (see TorchRuntime.read_ahead)
 
     def __init__(self, graph_path, threads=None):
         import onnxruntime as ort

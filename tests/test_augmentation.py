@@ -1,12 +1,14 @@
 """Stage-4 window sampling (SPEC 7.2): the random stream, the geometry, cut, resize, standardize."""
 
+import cv2
 import numpy as np
 import pytest
 
 from breast_cancer_classifier.augmentation import (Window, WindowDraw, cut_window, draw_exam,
                                                    draw_single_image, draw_window,
                                                    model_window, resize_window,
-                                                   standardize_image, window_location)
+                                                   standardize_image, window_batch,
+                                                   window_location)
 from breast_cancer_classifier.views import INPUT_SIZE, VIEWS
 
 ONE_EACH = {view: 1 for view in VIEWS}
@@ -162,3 +164,40 @@ def test_model_window_has_the_model_input_size(angle):
     draw = draw_window(np.random.RandomState(0), 1, augment=True)
     out = model_window(joint, angle, (450, 350), draw, augment=True)
     assert out.shape == INPUT_SIZE[angle] + (3,) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("shape", [(700, 520), INPUT_SIZE["MLO"]])  # resized, and copied as is
+def test_resize_into_a_given_array_equals_a_fresh_resize(channels, shape):
+    cut = np.random.RandomState(3).rand(*shape, channels).astype(np.float32)
+    out = np.full(INPUT_SIZE["MLO"] + (channels,), np.nan, dtype=np.float32)
+    written = resize_window(cut, "MLO", out)
+    assert written is out
+    if shape == INPUT_SIZE["MLO"]:
+        np.testing.assert_array_equal(out, cut)
+    else:
+        fresh = cv2.resize(cut, INPUT_SIZE["MLO"][::-1],
+                           interpolation=cv2.INTER_CUBIC).reshape(out.shape)
+        np.testing.assert_array_equal(out, fresh)
+
+
+def test_standardize_in_place_equals_the_copy():
+    window = np.random.RandomState(4).rand(60, 40, 3).astype(np.float32) * 500
+    copied = standardize_image(window)
+    assert copied is not window
+    same = window.copy()
+    assert standardize_image(same, in_place=True) is same
+    np.testing.assert_array_equal(same, copied)
+
+
+def test_window_batch_equals_stacked_windows_of_the_chosen_images():
+    rng = np.random.RandomState(6)
+    joints = [rng.rand(900, 700, 3).astype(np.float32), rng.rand(800, 650, 3).astype(np.float32)]
+    centers = [(450, 350), (400, 300)]
+    draws = [draw_window(rng, 2, augment=True) for _ in range(4)]
+    batch = window_batch(joints, centers, "CC", draws, augment=True)
+    expected = np.stack([model_window(joints[d.image_index], "CC", centers[d.image_index], d,
+                                      augment=True) for d in draws])
+    assert {d.image_index for d in draws} == {0, 1}  # both images are used
+    assert batch.flags.c_contiguous
+    np.testing.assert_array_equal(batch, expected)

@@ -26,9 +26,9 @@ import torch
 
 from breast_cancer_classifier import io
 from breast_cancer_classifier.checkpoints.classifier import load_classifier
-from breast_cancer_classifier.classify import (ClassifierSettings, classify_exams,
-                                               label_probabilities, reuse_freed_memory,
-                                               run_model_single)
+from breast_cancer_classifier.classify import (ClassifierSettings, RunPlan,
+                                               classify_exams, label_probabilities,
+                                               reuse_freed_memory, run_model_single)
 from breast_cancer_classifier.exam_list import (STAGE_KEYS, iter_images, load_exam_list,
                                                 save_exam_list)
 from breast_cancer_classifier.failures import FailureReport, failures_csv_path
@@ -65,6 +65,12 @@ def crop_parity_case(case_dir, out_dir):
     return exam_list
 
 
+def _plan(batch_size):
+    """The CPU's plan, but batches of more than one go through the model whole, as on a GPU
+    (the CPU's own plan runs one repetition per forward pass whatever the batch size)."""
+    return RunPlan.for_device(torch.device("cpu")) if batch_size == 1 else RunPlan(max_forward=0)
+
+
 class Kit:
     """Cropped images per case (made once per module) and cached stage-4 predictions."""
 
@@ -98,7 +104,7 @@ class Kit:
             report = FailureReport("test")
             predictions = classify_exams(exam_list, model, cropped_dir,
                                          case_dir / "expected" / "heatmaps", settings,
-                                         torch.device("cpu"), report)
+                                         torch.device("cpu"), report, _plan(batch_size))
             assert len(report) == 0, report.failures
             self.predictions[key] = np.stack(predictions)
         return self.predictions[key]
@@ -124,7 +130,8 @@ class Kit:
         return run_model_single(
             weights, view, cropped_dir / f"{image}.png", single_dir / "cropped_metadata.pkl",
             settings, heatmap_paths=(single_dir / "malignant_heatmap.hdf5",
-                                     single_dir / "benign_heatmap.hdf5"))
+                                     single_dir / "benign_heatmap.hdf5"),
+            plan=_plan(batch_size))
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +199,37 @@ def test_single_image_batch_size_does_not_change_the_numbers(kit):
     four = kit.single_prediction("synth_c", "c0_L_MLO", "imageheatmaps", batch_size=4)
     for key in one:
         assert abs(one[key] - four[key]) <= BATCH_TOL
+
+
+def test_input_side_threads_change_neither_numbers_nor_failures(kit):
+    # In turn with one thread (the CPU default's order) vs four view threads and two batches
+    # prepared ahead (the GPU default): same numbers, same failed exam, same report.
+    case_dir, cropped_dir, exam_list = kit.case("synth_a")
+    unreadable = copy.deepcopy(exam_list[1])
+    unreadable["L-CC"] = ["no_such_image"]
+    exams = [exam_list[0], unreadable, exam_list[1]]
+    settings = ClassifierSettings(use_augmentation=True, num_epochs=3, seed=4)
+    model = load_classifier(kit.weights_dir / "image_split.p", "view_split", 1)
+    results = []
+    for plan in (RunPlan(max_forward=1, view_threads=1, prefetch_depth=0),
+                 RunPlan(max_forward=1, view_threads=4, prefetch_depth=2)):
+        report = FailureReport("test")
+        predictions = classify_exams(exams, model, cropped_dir, None, settings,
+                                     torch.device("cpu"), report, plan)
+        results.append((predictions, report.failures))
+    (first, first_report), (second, second_report) = results
+    assert first[1] is None and second[1] is None
+    for index in (0, 2):
+        np.testing.assert_array_equal(first[index], second[index])
+    assert first_report == second_report and "no_such_image" in str(first_report)
+
+
+def test_run_plan_runs_one_repetition_per_forward_on_a_cpu_and_whole_batches_on_a_gpu():
+    cpu, gpu = RunPlan.for_device(torch.device("cpu")), RunPlan.for_device(torch.device("cuda"))
+    assert [cpu.forward_size(n) for n in (1, 4, 10)] == [1, 1, 1]
+    assert [gpu.forward_size(n) for n in (1, 4, 10)] == [1, 4, 10]
+    assert RunPlan(max_forward=3).forward_size(10) == 3
+    assert cpu.prefetch_depth == 0 and gpu.prefetch_depth == 1
 
 
 # --------------------------------------------------------------------------- predictions

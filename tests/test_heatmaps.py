@@ -259,7 +259,8 @@ SHAPES = {"e_L_CC": (510, 345), "e_R_CC": (420, 510), "e_L_MLO": (300, 290),
           "e_R_MLO": (345, 600)}
 
 
-def run_exam_list(tmp_path, exam_list, images=SHAPES, batch_size=5, model=None, tag="out"):
+def run_exam_list(tmp_path, exam_list, images=SHAPES, batch_size=5, model=None, tag="out",
+                  read_ahead=0):
     folder = tmp_path / "cropped"
     if not folder.exists():
         write_images(folder, images)
@@ -267,7 +268,8 @@ def run_exam_list(tmp_path, exam_list, images=SHAPES, batch_size=5, model=None, 
     output = tmp_path / tag
     total = heatmaps.produce_heatmaps(exam_list, folder, output,
                                       TorchRuntime(model or StatsModel(), "cpu"),
-                                      batch_size=batch_size, report=report)
+                                      batch_size=batch_size, report=report,
+                                      read_ahead=read_ahead)
     return output, report, total
 
 
@@ -333,6 +335,21 @@ def test_missing_image_keeps_the_stream_in_step(tmp_path, monkeypatch):
     output, report, _ = run_exam_list(tmp_path, full, tag="corrupt")
     assert "cannot read image" in report.failures[0][1]
     assert draws.calls == reference_calls
+
+
+def test_reading_ahead_changes_neither_maps_nor_failures(tmp_path):
+    # As on a GPU: two images read ahead in a background thread, one of them missing.
+    exam_list = [exam("NO", windows(L_CC=[SHAPES["e_L_CC"], SHAPES["e_L_CC"]]),
+                      L_CC=["e_L_CC", "gone"], R_CC=["e_R_CC"], L_MLO=["e_L_MLO"]),
+                 exam("YES", R_MLO=["e_R_MLO"])]
+    in_turn, in_turn_report, _ = run_exam_list(tmp_path, exam_list, tag="in_turn")
+    ahead, ahead_report, _ = run_exam_list(tmp_path, exam_list, tag="ahead", read_ahead=2)
+    assert [item for item, _ in in_turn_report.failures] == ["gone"]
+    assert ahead_report.failures == in_turn_report.failures
+    for name in ("e_L_CC", "e_R_CC", "e_L_MLO", "e_R_MLO"):
+        for kind in ("malignant", "benign"):
+            np.testing.assert_array_equal(read_map(ahead, kind, name),
+                                          read_map(in_turn, kind, name))
 
 
 def test_missing_image_without_window_location_draws_nothing(tmp_path, monkeypatch,

@@ -66,6 +66,17 @@ def test_hdf5_is_stored_transposed_with_lzf(tmp_path):
     np.testing.assert_array_equal(io.read_hdf5(tmp_path / "h.hdf5"), heatmap)
 
 
+@pytest.mark.parametrize("dtype", ["<f4", "<f8", "<u2", "u1", "<i8", ">f4", "?", "<f2"])
+def test_hdf5_of_any_dtype_reads_back_transposed(tmp_path, dtype):
+    # OpenCV transposes the depths it knows; numpy the others (int64, big-endian, bool...).
+    data = (np.arange(7 * 5).reshape(7, 5) % 3).astype(dtype)
+    with h5py.File(tmp_path / "d.hdf5", "w") as f:
+        f.create_dataset("image", data=data)
+    back = io.read_hdf5(tmp_path / "d.hdf5")
+    assert back.flags.c_contiguous and back.dtype == data.dtype
+    np.testing.assert_array_equal(back, data.T)
+
+
 def test_hdf5_errors_name_the_file(tmp_path):
     with h5py.File(tmp_path / "x.hdf5", "w") as f:
         f.create_dataset("other", data=np.zeros((2, 2)))
