@@ -31,8 +31,8 @@ from .errors import ExamListError, InputImageError, PipelineError
 from .exam_list import exam_names, load_exam_list, load_metadata
 from .failures import FailureReport
 from .prefetch import prefetch
-from .runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, glibc_mallopt, log, precision_context,
-                      progress, resolve_device)
+from .runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, check_precision, glibc_mallopt, log,
+                      precision_context, progress, resolve_device)
 from .views import LABELS, VIEWS, flip_for_model, view_angle
 
 STAGE = "run_model"
@@ -265,7 +265,7 @@ def run_model(model_path, data_path, image_dir, output_path, settings, heatmaps_
     exam_list = load_exam_list(data_path)
     _check_exam_list_ready(exam_list, data_path)
     device = resolve_device(device_type, gpu_number)
-    precision_context(settings.precision, device)  # refuses tf32 off a CUDA device, early
+    check_precision(settings.precision, device)  # before the model is loaded
     reuse_freed_memory()
     model = load_classifier(model_path, settings.model_mode, settings.channels,
                             trust=trust_checkpoint, device=device)
@@ -327,7 +327,7 @@ def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, se
     joint = read_joint_array(stem, view, metadata["horizontal_flip"],
                              heatmap_paths if settings.use_heatmaps else None, use_hdf5)
     device = resolve_device(device_type, gpu_number)
-    precision_context(settings.precision, device)
+    check_precision(settings.precision, device)
     reuse_freed_memory()
     model = load_single_image_model(model_path, view, settings.channels,
                                     trust=trust_checkpoint, device=device)

@@ -5,7 +5,7 @@ import sys
 from .errors import (CheckpointError, ExamListError, InputImageError, OutputExistsError,
                      PipelineError, SettingsError)
 from .failures import EXIT_BAD_INPUT, EXIT_NOTHING_DONE
-from .runtime import setup_logging
+from .runtime import PRECISIONS, setup_logging
 
 
 def run_cli(prog, body, argv=None):
@@ -62,7 +62,7 @@ def positive_int(text):
 
 
 def add_precision_flag(parser):
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "tf32"],
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="'fp32' (default) matches the reference; 'bf16' (autocast, CPU "
                              "or GPU) and 'tf32' (NVIDIA GPUs) trade accuracy for speed: see "
                              "README for their measured deviations")

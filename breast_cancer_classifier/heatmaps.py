@@ -35,8 +35,8 @@ from .errors import InputImageError
 from .exam_list import iter_images, load_exam_list
 from .failures import FailureReport
 from .prefetch import prefetch
-from .runtime import (M_MMAP_THRESHOLD, glibc_mallopt, log, precision_context, progress,
-                      resolve_device, runs_on_cpu)
+from .runtime import (M_MMAP_THRESHOLD, check_precision, glibc_mallopt, log,
+                      precision_context, progress, resolve_device, runs_on_cpu)
 from .views import VIEWS, flip_for_model
 
 PATCH_SIZE = 256  # SPEC 6
@@ -365,7 +365,7 @@ def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkp
         from .checkpoints.patch import load_patch_classifier
 
         device = resolve_device(device_type, gpu_number)
-        precision_context(precision, device)  # refuses tf32 off a CUDA device, before work
+        check_precision(precision, device)  # before the model is loaded
         model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
         classify = make_patch_runtime(runtime, model, device, model_path,
                                       trust=trust_checkpoint, precision=precision)

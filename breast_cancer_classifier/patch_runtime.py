@@ -67,7 +67,7 @@ class TorchRuntime:
         self.precision = precision
         # Images read ahead while the model runs: worth it only when the model is not on
         # the CPU's cores (stage 3 reads an image in well under 1% of its patch time there).
-        self.read_ahead = 0 if str(device).startswith("cpu") else 1
+        self.read_ahead = 0 if _is_cpu(device) else 1
 
     def __call__(self, batch):
         from .heatmaps import classify_patches
@@ -122,6 +122,11 @@ class OnnxRuntime:
         return np.concatenate([
             self.session.run(None, {"patches": np.ascontiguousarray(batch[start:stop])})[0]
             for start, stop in _forward_pieces(len(batch), ONNX_MAX_FORWARD)])
+
+
+def _is_cpu(device):
+    """Whether ``device`` (a torch.device or its name) is the CPU."""
+    return getattr(device, "type", str(device)) == "cpu"
 
 
 def available_cores():
@@ -211,7 +216,7 @@ def make_patch_runtime(runtime, model, device, checkpoint_path, max_forward=None
     ``precision`` (``runtime.PRECISIONS``) applies to the torch runtime; ONNX Runtime is fp32.
     """
     check_runtime_name(runtime, precision)
-    on_cpu = getattr(device, "type", str(device)) == "cpu"
+    on_cpu = _is_cpu(device)
     if runtime == "auto":
         runtime = ("onnxruntime" if on_cpu and precision == "fp32" and onnxruntime_available()
                    else "torch")

@@ -83,28 +83,35 @@ def _warn_no_gpu():
 PRECISIONS = ("fp32", "bf16", "tf32")  # --precision: fp32 is the default and the parity path
 
 
+def check_precision(precision, device):
+    """Raise :class:`SettingsError` for an unknown precision, or tf32 off a CUDA device."""
+    import torch
+
+    from .errors import SettingsError
+
+    if precision not in PRECISIONS:
+        raise SettingsError(f"unknown precision {precision!r}; choose one of "
+                            f"{', '.join(PRECISIONS)}")
+    device_kind = torch.device(device).type
+    if precision == "tf32" and device_kind != "cuda":
+        raise SettingsError(f"--precision tf32 needs an NVIDIA GPU, but this run is on "
+                            f"{device_kind}; use fp32 (exact) or bf16")
+
+
 def precision_context(precision, device):
     """A context manager that runs forward passes on ``device`` at ``precision``.
 
     ``fp32``: full fp32, the default (SPEC 7.4). ``bf16``: ``torch.autocast`` to bfloat16
     (fast on GPUs and on CPUs with native bf16, e.g. AVX512-BF16 or AMX; slower than fp32
-    elsewhere). ``tf32``: TF32 matmul and convolutions, NVIDIA GPUs only. Anything else, or
-    tf32 off a CUDA device, raises :class:`SettingsError`.
+    elsewhere). ``tf32``: TF32 matmul and convolutions, NVIDIA GPUs only. Settings that
+    :func:`check_precision` refuses raise its :class:`SettingsError`.
     """
     import torch
 
-    from .errors import SettingsError
-
-    device_kind = torch.device(device).type
-    if precision not in PRECISIONS:
-        raise SettingsError(f"unknown precision {precision!r}; choose one of "
-                            f"{', '.join(PRECISIONS)}")
+    check_precision(precision, device)
     if precision == "bf16":
-        return torch.autocast(device_kind, dtype=torch.bfloat16)
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     if precision == "tf32":
-        if device_kind != "cuda":
-            raise SettingsError(f"--precision tf32 needs an NVIDIA GPU, but this run is on "
-                                f"{device_kind}; use fp32 (exact) or bf16")
         return _tf32_allowed()
     return contextlib.nullcontext()
 
