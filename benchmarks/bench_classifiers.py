@@ -35,20 +35,18 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from breast_cancer_classifier import io  # noqa: E402
-from breast_cancer_classifier.augmentation import (STD_FLOOR, cut_window,  # noqa: E402
-                                                   draw_exam, window_location)
-from breast_cancer_classifier.classifier_models import (ResNetColumn,  # noqa: E402
-                                                        build_image_model,
-                                                        build_view_split_model)
-from breast_cancer_classifier.classify import (ClassifierSettings, RunPlan,  # noqa: E402
-                                               batch_probabilities, classify_exams,
-                                               exam_batch, read_exam_inputs,
-                                               reuse_freed_memory)
-from breast_cancer_classifier.failures import FailureReport  # noqa: E402
-from breast_cancer_classifier.runtime import resolve_device  # noqa: E402
-from breast_cancer_classifier.views import (INPUT_SIZE, VIEWS, flip_for_model,  # noqa: E402
-                                            view_angle)
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.stages.augmentation import (STD_FLOOR, cut_window, draw_exam,  # noqa: E402
+                                                               window_location)
+from breast_cancer_classifier.core.classifier_models import (ResNetColumn, build_image_model,  # noqa: E402
+                                                             build_view_split_model)
+from breast_cancer_classifier.core.stages.classify import (ClassifierSettings, RunPlan,  # noqa: E402
+                                                           batch_probabilities, classify_exams,
+                                                           exam_batch, read_exam_inputs,
+                                                           reuse_freed_memory)
+from breast_cancer_classifier.core.failures import FailureReport  # noqa: E402
+from breast_cancer_classifier.core.runtime import resolve_device  # noqa: E402
+from breast_cancer_classifier.core.views import (INPUT_SIZE, VIEWS, flip_for_model, view_angle)  # noqa: E402
 
 SHAPE = (4000, 2500)
 EPOCHS = 10
@@ -66,10 +64,10 @@ def make_exams(folder, num_exams):
         for view in VIEWS:
             name = f"e{e}_{view}"
             image = (breast * rng.randint(1000, 60000, size=SHAPE)).astype(np.uint16)
-            io.write_png(folder / f"{name}.png", image if view[0] == "L" else image[:, ::-1])
+            formats.write_png(folder / f"{name}.png", image if view[0] == "L" else image[:, ::-1])
             for kind in ("malignant", "benign"):
                 smooth = cv2.resize(rng.rand(40, 25).astype(np.float32), SHAPE[::-1])
-                io.write_hdf5(folder / f"heatmap_{kind}" / f"{name}.hdf5", smooth)
+                formats.write_hdf5(folder / f"heatmap_{kind}" / f"{name}.hdf5", smooth)
             exam[view] = [name]
             exam["best_center"][view] = [(SHAPE[0] // 2, SHAPE[1] // 2 - 100)]
         exams.append(exam)
@@ -124,7 +122,7 @@ def whole_stage(exams, folder, device, batch_sizes):
 # --------------------------------------------------------------------------- 2. input side
 def straightforward_joint(stem, view, horizontal_flip, heatmap_files):
     """One view's joint array as first written: stack, then a mirrored contiguous copy."""
-    channels = [io.read_mammogram_png(f"{stem}.png").astype(np.float32)]
+    channels = [formats.read_mammogram_png(f"{stem}.png").astype(np.float32)]
     for path in heatmap_files[::-1] if heatmap_files else ():  # benign, then malignant
         with h5py.File(path, "r") as f:
             channels.append(np.ascontiguousarray(f["image"][()].T).astype(np.float32))
@@ -153,7 +151,7 @@ def straightforward_inputs(exams, folder, settings):
         draws = draw_exam(rng, {v: 1 for v in VIEWS}, settings.num_epochs, True)
         joints = {view: straightforward_joint(folder / exam[view][0], view,
                                               exam["horizontal_flip"],
-                                              io.heatmap_paths(folder, exam[view][0])
+                                              formats.heatmap_paths(folder, exam[view][0])
                                               if settings.use_heatmaps else None)
                   for view in VIEWS}
         for draw in draws:

@@ -12,7 +12,7 @@ is its own; "base RSS" is that process after loading the model, before any patch
 configuration is a runtime (``torch``: PyTorch eager, bit-identical to the reference;
 ``onnxruntime``: the cached ONNX export, run as stage 3 runs it on the CPU, in a process
 that never imports PyTorch) and, for torch, the largest piece of a batch given to the model
-at once (100 = the whole batch, as the reference does; ``heatmaps.CPU_MAX_FORWARD`` bounds
+at once (100 = the whole batch, as the reference does; ``patch_runtime.CPU_MAX_FORWARD`` bounds
 memory). "max diff" is the largest absolute difference of either heatmap from the first
 configuration's. Every configuration classifies each constant (background) patch value once.
 On a machine shared with other work, compare the CPU seconds rather than the wall time.
@@ -46,8 +46,8 @@ def _memory_mb(field):
 
 
 def _cropped_image(name):
-    from breast_cancer_classifier import io
-    from breast_cancer_classifier.exam_list import iter_images, load_exam_list
+    from breast_cancer_classifier.core import formats
+    from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list
 
     case = PARITY / "real_cc"
     exam_list = load_exam_list(case / "expected" / "data.pkl")
@@ -55,7 +55,7 @@ def _cropped_image(name):
         if short_path == name:
             exam = exam_list[exam_index]
             top, bottom, left, right = exam["window_location"][view][list_index]
-            raw = io.read_mammogram_png(case / "images" / f"{name}.png")[top:bottom, left:right]
+            raw = formats.read_mammogram_png(case / "images" / f"{name}.png")[top:bottom, left:right]
             return raw, view, exam["horizontal_flip"]
     raise SystemExit(f"{name}: not an image of {case / 'expected' / 'data.pkl'}")
 
@@ -69,21 +69,22 @@ def worker(args):
 
     import numpy as np
 
-    from breast_cancer_classifier import heatmaps
+    from breast_cancer_classifier.core import patch_runtime
+    from breast_cancer_classifier.core.stages import heatmaps
 
     runtime, _, max_forward = args.configs[0].partition(":")
     raw, view, horizontal_flip = _cropped_image(args.image)
     if runtime == "onnxruntime":
         # As stage 3 runs it on the CPU: the cached export, PyTorch never imported here.
-        from breast_cancer_classifier.patch_runtime import available_cores
+        from breast_cancer_classifier.core.patch_runtime import available_cores
 
-        classify = heatmaps.load_patch_runtime(args.model_path, "cpu", runtime="onnxruntime")
+        classify = patch_runtime.load_patch_runtime(args.model_path, "cpu", runtime="onnxruntime")
         threads = available_cores()
     else:
         import torch
 
-        from breast_cancer_classifier.checkpoints.patch import load_patch_classifier
-        from breast_cancer_classifier.patch_runtime import make_patch_runtime
+        from breast_cancer_classifier.core.checkpoints.patch import load_patch_classifier
+        from breast_cancer_classifier.core.patch_runtime import make_patch_runtime
 
         device = torch.device("cpu")
         model = load_patch_classifier(args.model_path, device)
@@ -105,7 +106,7 @@ def worker(args):
     patches = len(heatmaps.patch_starts(rows)) * len(heatmaps.patch_starts(columns))
     label = runtime
     if runtime == "torch":
-        label += f", {max_forward or heatmaps.CPU_MAX_FORWARD} per forward"
+        label += f", {max_forward or patch_runtime.CPU_MAX_FORWARD} per forward"
     print(json.dumps({"config": label, "patches": patches,
                       "seconds": min(times), "cpu_seconds": min(cpu_times),
                       "base_rss_mb": base_rss,
@@ -114,14 +115,14 @@ def worker(args):
 
 
 def main():
-    from breast_cancer_classifier import heatmaps
+    from breast_cancer_classifier.core import patch_runtime
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="1_L_CC", help="real_cc image (default 1_L_CC)")
     parser.add_argument("--model-path", default=str(PARITY / "weights" / "patch.p"))
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--configs", nargs="+",
-                        default=["torch:100", f"torch:{heatmaps.CPU_MAX_FORWARD}", "onnxruntime"],
+                        default=["torch:100", f"torch:{patch_runtime.CPU_MAX_FORWARD}", "onnxruntime"],
                         help="runtime[:max forward] per configuration; the first is the reference")
     parser.add_argument("--save", help=argparse.SUPPRESS)
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best)")

@@ -30,37 +30,39 @@ def stage3(device, precision, count):
     """(seconds, (count, 2) probabilities) for the first ``count`` patches of IMAGE."""
     import numpy as np
 
-    from breast_cancer_classifier import heatmaps, io
-    from breast_cancer_classifier.checkpoints.patch import load_patch_classifier
-    from breast_cancer_classifier.exam_list import load_metadata
+    from breast_cancer_classifier.core import patch_runtime
+    from breast_cancer_classifier.core.stages import heatmaps
+    from breast_cancer_classifier.core import formats
+    from breast_cancer_classifier.core.checkpoints.patch import load_patch_classifier
+    from breast_cancer_classifier.core.exam_list import load_metadata
 
     case = PARITY / "real_cc"
     top, bottom, left, right = load_metadata(
         case / "expected" / "single" / IMAGE / "cropped_metadata.pkl")["window_location"]
-    raw = io.read_mammogram_png(case / "images" / f"{IMAGE}.png")[top:bottom, left:right]
+    raw = formats.read_mammogram_png(case / "images" / f"{IMAGE}.png")[top:bottom, left:right]
     image = heatmaps.prepare_image(raw, "L-CC", "NO")
     item = heatmaps._ImageHeatmaps(IMAGE, image, *heatmaps.draw_strides(raw.shape,
                                                                         random.Random(0)))
     batch = np.stack([item.patch(i) for i in range(count)]).astype(np.float32)
     batch = np.ascontiguousarray(np.repeat(batch[..., None], 3, axis=3))
     model = load_patch_classifier(PARITY / "weights" / "patch.p", device)
-    heatmaps.classify_patches(model, batch[:2], device, precision=precision)  # warm-up
+    patch_runtime.classify_patches(model, batch[:2], device, precision=precision)  # warm-up
     start = time.perf_counter()
-    probabilities = heatmaps.classify_patches(model, batch, device, precision=precision)
+    probabilities = patch_runtime.classify_patches(model, batch, device, precision=precision)
     return time.perf_counter() - start, probabilities[:, :2]
 
 
 def stage4(device_type, precision):
     """(seconds, {"benign", "malignant"}) of the single-image classifier on IMAGE."""
-    from breast_cancer_classifier import io
-    from breast_cancer_classifier.classify import ClassifierSettings, run_model_single
-    from breast_cancer_classifier.exam_list import load_metadata
+    from breast_cancer_classifier.core import formats
+    from breast_cancer_classifier.core.stages.classify import ClassifierSettings, run_model_single
+    from breast_cancer_classifier.core.exam_list import load_metadata
 
     case = PARITY / "real_cc"
     single = case / "expected" / "single" / IMAGE
     top, bottom, left, right = load_metadata(single / "cropped_metadata.pkl")["window_location"]
     cropped = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench_precision_{IMAGE}.png"
-    io.write_png(cropped, io.read_mammogram_png(case / "images" / f"{IMAGE}.png")
+    formats.write_png(cropped, formats.read_mammogram_png(case / "images" / f"{IMAGE}.png")
                  [top:bottom, left:right])
     settings = ClassifierSettings(model_mode="image", use_heatmaps=True, use_augmentation=True,
                                   num_epochs=10, seed=0, precision=precision)
@@ -80,7 +82,7 @@ def main():
     import numpy as np
     import torch
 
-    from breast_cancer_classifier.runtime import resolve_device
+    from breast_cancer_classifier.core.runtime import resolve_device
 
     device = resolve_device(args.device_type)
     precisions = ["fp32", "bf16"] + (["tf32"] if device.type == "cuda" else [])

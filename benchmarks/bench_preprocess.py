@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from breast_cancer_classifier import io  # noqa: E402
-from breast_cancer_classifier.centers import get_optimal_center  # noqa: E402
-from breast_cancer_classifier.cropping import crop_mammogram_array  # noqa: E402
-from breast_cancer_classifier.views import flip_for_model  # noqa: E402
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.stages.centers import get_optimal_center  # noqa: E402
+from breast_cancer_classifier.core.stages.cropping import crop_mammogram_array  # noqa: E402
+from breast_cancer_classifier.core.views import flip_for_model  # noqa: E402
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "shared/parity/real_cc/images"
 
@@ -49,7 +49,7 @@ def main():
     for path in paths:
         name = path.stem
         view = f"{name.split('_')[1]}-{name.split('_')[2]}"
-        t_read, image = timed(lambda: io.read_mammogram_png(path), args.repeats)
+        t_read, image = timed(lambda: formats.read_mammogram_png(path), args.repeats)
         t_iter, (crop_a, res_a) = timed(
             lambda: crop_mammogram_array(image, view, "NO", method="iterative"), args.repeats)
         t_dist, (crop_b, res_b) = timed(

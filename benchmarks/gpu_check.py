@@ -49,8 +49,8 @@ def pack(kit, into):
     """Copy what ``run`` needs into ``into``: synth_a's images already cropped (smaller)."""
     import numpy as np
 
-    from breast_cancer_classifier import io
-    from breast_cancer_classifier.exam_list import iter_images, load_exam_list
+    from breast_cancer_classifier.core import formats
+    from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list
 
     into = Path(into)
     if into.exists():
@@ -68,8 +68,8 @@ def pack(kit, into):
     exam_list = load_exam_list(synth / "data.pkl")
     for exam_index, view, list_index, name in iter_images(exam_list):
         top, bottom, left, right = exam_list[exam_index]["window_location"][view][list_index]
-        image = io.read_mammogram_png(kit / "synth_a" / "images" / f"{name}.png")
-        io.write_png(into / "synth_a" / "cropped" / f"{name}.png",
+        image = formats.read_mammogram_png(kit / "synth_a" / "images" / f"{name}.png")
+        formats.write_png(into / "synth_a" / "cropped" / f"{name}.png",
                      np.ascontiguousarray(image[top:bottom, left:right]))
     size = sum(p.stat().st_size for p in into.rglob("*") if p.is_file())
     print(f"packed {into} ({size / 2**20:.1f} MiB); it is git-ignored: name it in carry")
@@ -80,23 +80,24 @@ def check_heatmaps(kit, device_type, tmp):
     """Seconds for one full-size image's heatmaps (warm) and the largest map difference."""
     import numpy as np
 
-    from breast_cancer_classifier import io
-    from breast_cancer_classifier.exam_list import load_metadata
-    from breast_cancer_classifier.heatmaps import load_patch_runtime, produce_single_heatmaps
+    from breast_cancer_classifier.core import formats
+    from breast_cancer_classifier.core.exam_list import load_metadata
+    from breast_cancer_classifier.core.stages.heatmaps import (load_patch_runtime,
+                                                               produce_single_heatmaps)
 
     single = kit / "real_cc" / "expected" / "single" / SINGLE
     metadata = load_metadata(single / "cropped_metadata.pkl")
     top, bottom, left, right = metadata["window_location"]
-    image = io.read_mammogram_png(kit / "real_cc" / "images" / f"{SINGLE}.png")
+    image = formats.read_mammogram_png(kit / "real_cc" / "images" / f"{SINGLE}.png")
     cropped = tmp / f"{SINGLE}.png"
-    io.write_png(cropped, np.ascontiguousarray(image[top:bottom, left:right]))
+    formats.write_png(cropped, np.ascontiguousarray(image[top:bottom, left:right]))
     classify = load_patch_runtime(kit / "weights" / "patch.p", device_type, runtime="torch")
     produce_single_heatmaps(classify, cropped, metadata)  # warm-up
     start = time.perf_counter()
     malignant, benign = produce_single_heatmaps(classify, cropped, metadata)
     seconds = time.perf_counter() - start
-    diff = max(float(np.abs(malignant - io.read_hdf5(single / "malignant_heatmap.hdf5")).max()),
-               float(np.abs(benign - io.read_hdf5(single / "benign_heatmap.hdf5")).max()))
+    diff = max(float(np.abs(malignant - formats.read_hdf5(single / "malignant_heatmap.hdf5")).max()),
+               float(np.abs(benign - formats.read_hdf5(single / "benign_heatmap.hdf5")).max()))
     return seconds, diff
 
 
@@ -105,8 +106,8 @@ def check_classifiers(kit, device_type, tmp):
     on synth_a (10 augmented epochs)."""
     import numpy as np
 
-    from breast_cancer_classifier import io
-    from breast_cancer_classifier.classify import ClassifierSettings, run_model
+    from breast_cancer_classifier.core import formats
+    from breast_cancer_classifier.core.stages.classify import ClassifierSettings, run_model
 
     expected = kit / "synth_a" / "expected"
     settings = ClassifierSettings(use_heatmaps=True, use_augmentation=True, num_epochs=10)
@@ -115,8 +116,8 @@ def check_classifiers(kit, device_type, tmp):
     run_model(kit / "weights" / CLASSIFIER, expected / "data.pkl", kit / "synth_a" / "cropped",
               output, settings, heatmaps_dir=expected / "heatmaps", device_type=device_type)
     seconds = time.perf_counter() - start
-    reference = io.read_predictions_csv(expected / "imageheatmaps_predictions.csv")
-    got = io.read_predictions_csv(output)
+    reference = formats.read_predictions_csv(expected / "imageheatmaps_predictions.csv")
+    got = formats.read_predictions_csv(output)
     return seconds / len(got), float(np.abs(got - reference).max())
 
 
@@ -147,7 +148,7 @@ def time_run_sh(device_type, tmp):
 def run(kit, device_type, checks):
     import torch
 
-    from breast_cancer_classifier.runtime import resolve_device
+    from breast_cancer_classifier.core.runtime import resolve_device
 
     device = resolve_device(device_type)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

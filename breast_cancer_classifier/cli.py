@@ -2,10 +2,10 @@
 
 import sys
 
-from .errors import (CheckpointError, ExamListError, InputImageError, OutputExistsError,
-                     PipelineError, SettingsError)
-from .failures import EXIT_BAD_INPUT, EXIT_NOTHING_DONE
-from .runtime import PRECISIONS, setup_logging
+from .core.errors import (CheckpointError, ExamListError, InputImageError, OutputExistsError,
+                           PipelineError, SettingsError)
+from .core.failures import EXIT_BAD_INPUT, EXIT_NOTHING_DONE
+from .core.runtime import PRECISIONS, setup_logging
 
 
 def run_cli(prog, body, argv=None):

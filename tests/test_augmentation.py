@@ -4,12 +4,12 @@ import cv2
 import numpy as np
 import pytest
 
-from breast_cancer_classifier.augmentation import (Window, WindowDraw, cut_window, draw_exam,
-                                                   draw_single_image, draw_window,
-                                                   model_window, resize_window,
-                                                   standardize_image, window_batch,
-                                                   window_location)
-from breast_cancer_classifier.views import INPUT_SIZE, VIEWS
+from breast_cancer_classifier.core.stages.augmentation import (Window, WindowDraw, cut_window,
+                                                                draw_exam, draw_single_image,
+                                                                draw_window, model_window,
+                                                                resize_window, standardize_image,
+                                                                window_batch, window_location)
+from breast_cancer_classifier.core.views import INPUT_SIZE, VIEWS
 
 ONE_EACH = {view: 1 for view in VIEWS}
 

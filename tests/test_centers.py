@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from breast_cancer_classifier.centers import (candidate_range, constrained_range,
-                                              get_optimal_center, window_scores)
-from breast_cancer_classifier.views import INPUT_SIZE
+from breast_cancer_classifier.core.stages.centers import (candidate_range, constrained_range,
+                                                           get_optimal_center, window_scores)
+from breast_cancer_classifier.core.views import INPUT_SIZE
 
 
 def brute_force_score(foreground, center, window):

@@ -7,14 +7,14 @@ compared with reference numbers (test_classify.py does that with the parity kit'
 import pytest
 import torch
 
-from breast_cancer_classifier.checkpoints.classifier import (load_classifier,
-                                                             load_single_image_model,
-                                                             read_classifier_state_dict)
-from breast_cancer_classifier.classifier_models import (build_image_model,
-                                                        build_single_image_model,
-                                                        build_view_split_model)
-from breast_cancer_classifier.errors import CheckpointError
-from breast_cancer_classifier.views import VIEWS
+from breast_cancer_classifier.core.checkpoints.classifier import (load_classifier,
+                                                                   load_single_image_model,
+                                                                   read_classifier_state_dict)
+from breast_cancer_classifier.core.classifier_models import (build_image_model,
+                                                             build_single_image_model,
+                                                             build_view_split_model)
+from breast_cancer_classifier.core.errors import CheckpointError
+from breast_cancer_classifier.core.views import VIEWS
 
 ALIASES = {"cc": ("l_cc", "r_cc"), "mlo": ("l_mlo", "r_mlo")}
 SMALL = {"CC": (80, 64), "MLO": (88, 60)}

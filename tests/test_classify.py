@@ -24,15 +24,15 @@ import numpy as np
 import pytest
 import torch
 
-from breast_cancer_classifier import io
-from breast_cancer_classifier.checkpoints.classifier import load_classifier
-from breast_cancer_classifier.classify import (ClassifierSettings, RunPlan,
-                                               classify_exams, label_probabilities,
-                                               reuse_freed_memory, run_model_single)
-from breast_cancer_classifier.exam_list import (STAGE_KEYS, iter_images, load_exam_list,
-                                                save_exam_list)
-from breast_cancer_classifier.failures import FailureReport, failures_csv_path
-from breast_cancer_classifier.views import LABELS, VIEWS
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.checkpoints.classifier import load_classifier
+from breast_cancer_classifier.core.stages.classify import (ClassifierSettings, RunPlan,
+                                                           classify_exams, label_probabilities,
+                                                           reuse_freed_memory, run_model_single)
+from breast_cancer_classifier.core.exam_list import (STAGE_KEYS, iter_images, load_exam_list,
+                                                     save_exam_list)
+from breast_cancer_classifier.core.failures import FailureReport, failures_csv_path
+from breast_cancer_classifier.core.views import LABELS, VIEWS
 from conftest import REPO, parity_case
 
 # Kit CSV stem → (model mode, heatmaps, weight file stem).
@@ -57,11 +57,11 @@ def crop_parity_case(case_dir, out_dir):
     hashes = json.loads((case_dir / "expected" / "cropped_pixels.json").read_text())
     for exam_index, view, list_index, name in iter_images(exam_list):
         top, bottom, left, right = exam_list[exam_index]["window_location"][view][list_index]
-        image = io.read_mammogram_png(case_dir / "images" / f"{name}.png")
+        image = formats.read_mammogram_png(case_dir / "images" / f"{name}.png")
         cropped = np.ascontiguousarray(image[top:bottom, left:right])
         digest = hashlib.sha256(cropped.tobytes()).hexdigest()
         assert digest == hashes[name]["sha256"], f"{name}: crop differs from the kit's"
-        io.write_png(out_dir / f"{name}.png", cropped)
+        formats.write_png(out_dir / f"{name}.png", cropped)
     return exam_list
 
 
@@ -146,7 +146,7 @@ def kit(tmp_path_factory):
 @pytest.mark.parametrize("case", ["synth_a", "synth_c"])
 def test_exam_predictions_match_the_reference(kit, case, variant):
     case_dir = kit.case(case)[0]
-    expected = io.read_predictions_csv(case_dir / "expected" / f"{variant}_predictions.csv")
+    expected = formats.read_predictions_csv(case_dir / "expected" / f"{variant}_predictions.csv")
     got = kit.exam_predictions(case, variant)
     np.testing.assert_allclose(got, expected, rtol=0, atol=PARITY_TOL)
 

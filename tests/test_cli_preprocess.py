@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from breast_cancer_classifier import io
-from breast_cancer_classifier.exam_list import load_exam_list, save_exam_list
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.exam_list import load_exam_list, save_exam_list
 
 from helpers import breast_phantom, run_script
 
@@ -15,7 +15,7 @@ from helpers import breast_phantom, run_script
 def make_exam_folder(folder, names=("0_L_CC", "0_R_CC", "0_L_MLO", "0_R_MLO")):
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
-        io.write_png(folder / f"{name}.png", breast_phantom(side=name.split("_")[1]))
+        formats.write_png(folder / f"{name}.png", breast_phantom(side=name.split("_")[1]))
     exam = {"horizontal_flip": "NO", "L-CC": [names[0]], "R-CC": [names[1]],
             "L-MLO": [names[2]], "R-MLO": [names[3]], "cancer_label": {"left_malignant": 0}}
     save_exam_list([exam], folder / "exam_list.pkl")
@@ -32,7 +32,7 @@ def crop(tmp_path, exam_list, *extra):
 def test_one_bad_image_fails_alone(tmp_path):
     exam_list = make_exam_folder(tmp_path / "in")
     Image.new("RGB", (300, 300)).save(tmp_path / "in" / "0_R_CC.png")       # colour
-    io.write_png(tmp_path / "in" / "0_L_MLO.png", np.zeros((300, 300), np.uint16))  # blank
+    formats.write_png(tmp_path / "in" / "0_L_MLO.png", np.zeros((300, 300), np.uint16))  # blank
     (tmp_path / "in" / "0_R_MLO.png").unlink()                               # missing
     proc = crop(tmp_path, exam_list)
     assert proc.returncode == 3, proc.stderr

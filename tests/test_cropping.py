@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from breast_cancer_classifier import cropping, io
-from breast_cancer_classifier.cropping import (breast_direction, breast_mask, crop_mammogram_array,
-                                               crop_window)
-from breast_cancer_classifier.errors import InputImageError
-from breast_cancer_classifier.exam_list import load_exam_list, load_metadata
+from breast_cancer_classifier.core.stages import cropping
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.stages.cropping import (breast_direction, breast_mask,
+                                                           crop_mammogram_array, crop_window)
+from breast_cancer_classifier.core.errors import InputImageError
+from breast_cancer_classifier.core.exam_list import load_exam_list, load_metadata
 
 from conftest import parity_case
 from helpers import breast_phantom, jsonable, run_script
@@ -53,7 +54,7 @@ def test_cropped_pixels_equal_reference(stage12_run):
     expected = json.loads((case / "expected" / "cropped_pixels.json").read_text())
     assert sorted(p.stem for p in (out / "cropped").glob("*.png")) == sorted(expected)
     for name, want in expected.items():
-        pixels = io.read_mammogram_png(out / "cropped" / f"{name}.png")
+        pixels = formats.read_mammogram_png(out / "cropped" / f"{name}.png")
         assert list(pixels.shape) == want["shape"] and str(pixels.dtype) == want["dtype"]
         assert hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest() == want["sha256"]
 

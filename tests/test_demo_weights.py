@@ -11,10 +11,11 @@ import pytest
 import torch
 from torchvision.models import densenet121
 
-from breast_cancer_classifier import demo_weights, download
-from breast_cancer_classifier.checkpoints import load_weights_file
-from breast_cancer_classifier.errors import OutputExistsError
-from breast_cancer_classifier.views import VIEWS
+from breast_cancer_classifier.tools import demo_weights
+from breast_cancer_classifier.tools import download
+from breast_cancer_classifier.core.checkpoints import load_weights_file
+from breast_cancer_classifier.core.errors import OutputExistsError
+from breast_cancer_classifier.core.views import VIEWS
 from conftest import PARITY, REPO
 
 # Tiny calibration inputs keep these tests fast; the command uses the full settings.
@@ -99,7 +100,7 @@ def test_classifier_keys_match_the_original_files(classifier_states, mode, chann
 
 
 def test_classifier_outputs_are_not_saturated(split_state):
-    from breast_cancer_classifier.classifier_models import build_view_split_model
+    from breast_cancer_classifier.core.classifier_models import build_view_split_model
 
     model = build_view_split_model(1)
     model.load_state_dict({k: v for k, v in split_state.items()
@@ -121,9 +122,9 @@ def fast_settings(monkeypatch, patch_state, classifier_states):
 
 
 def test_write_load_keep_and_refuse(tmp_path, fast_settings):
-    from breast_cancer_classifier.checkpoints.classifier import (load_classifier,
-                                                                 load_single_image_model)
-    from breast_cancer_classifier.checkpoints.patch import load_patch_classifier
+    from breast_cancer_classifier.core.checkpoints.classifier import (load_classifier,
+                                                                      load_single_image_model)
+    from breast_cancer_classifier.core.checkpoints.patch import load_patch_classifier
 
     models = tmp_path / "models"
     written, kept = demo_weights.write_demo_weights(models)

@@ -1,4 +1,4 @@
-"""DICOM in (breast_cancer_classifier.dicom): headers, pixel rule, grouping, skips, report.
+"""DICOM in (breast_cancer_classifier.tools.dicom): headers, pixel rule, grouping, skips, report.
 
 Every DICOM file is built here with pydicom; compressed ones are compressed by the tests
 themselves (JPEG 2000 lossless through pydicom's encoder, JPEG lossless SV1 through the
@@ -17,10 +17,11 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1,
                          generate_uid)
 
-from breast_cancer_classifier import dicom, io
-from breast_cancer_classifier.errors import OutputExistsError, PipelineError
-from breast_cancer_classifier.exam_list import load_exam_list
-from breast_cancer_classifier.views import VIEWS
+from breast_cancer_classifier.tools import dicom
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.errors import OutputExistsError, PipelineError
+from breast_cancer_classifier.core.exam_list import load_exam_list
+from breast_cancer_classifier.core.views import VIEWS
 from helpers import run_script
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -201,7 +202,7 @@ def test_png_pixels_follow_the_rule_exactly(archive, converted):
     _, pixels = archive
     out, _, report = converted
     for rel, (stored, bits, monochrome1) in pixels.items():
-        png = io.read_mammogram_png(out / "png" / report[rel]["output_png"])
+        png = formats.read_mammogram_png(out / "png" / report[rel]["output_png"])
         assert png.dtype == np.uint16
         np.testing.assert_array_equal(png, expected_png(stored, bits, monochrome1), err_msg=rel)
 

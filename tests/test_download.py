@@ -15,8 +15,9 @@ import threading
 
 import pytest
 
-from breast_cancer_classifier import demo_weights, download
-from breast_cancer_classifier.download import DownloadError
+from breast_cancer_classifier.tools import demo_weights
+from breast_cancer_classifier.tools import download
+from breast_cancer_classifier.tools.download import DownloadError
 from conftest import REPO, SHARED, parity_case
 
 SCRIPT = REPO / "src" / "utilities" / "download_files.py"

@@ -13,9 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from breast_cancer_classifier import io
-from breast_cancer_classifier.exam_list import load_exam_list
-from breast_cancer_classifier.views import LABELS, VIEWS
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.exam_list import load_exam_list
+from breast_cancer_classifier.core.views import LABELS, VIEWS
 
 from conftest import REPO
 
@@ -81,10 +81,10 @@ def test_run_sh_outputs(run_sh):
     assert len(data) == 1 and all(len(data[0]["best_center"][v]) == 1 for v in VIEWS)
     assert load_exam_list(out / "cropped_images" / "cropped_exam_list.pkl")[0]["L-CC"] == ["0_L_CC"]
     for name in names:
-        cropped = io.read_mammogram_png(out / "cropped_images" / f"{name}.png")
+        cropped = formats.read_mammogram_png(out / "cropped_images" / f"{name}.png")
         assert cropped.dtype == np.uint16 and min(cropped.shape) >= 256
-        for path in io.heatmap_paths(out / "heatmaps", name):
-            heatmap = io.read_hdf5(path)
+        for path in formats.heatmap_paths(out / "heatmaps", name):
+            heatmap = formats.read_hdf5(path)
             assert heatmap.shape == cropped.shape and heatmap.dtype == np.float32
             assert 0 < heatmap.min() and heatmap.max() < 1
     for csv_name in ("image_predictions.csv", "imageheatmaps_predictions.csv"):

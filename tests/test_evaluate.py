@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from breast_cancer_classifier import evaluate, exam_list, io
-from breast_cancer_classifier.evaluate import EvaluationInputError
-from breast_cancer_classifier.views import LABELS
+from breast_cancer_classifier.tools import evaluate
+from breast_cancer_classifier.core import exam_list
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.tools.evaluate import EvaluationInputError
+from breast_cancer_classifier.core.views import LABELS
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "src" / "utilities" / "evaluate.py"
@@ -26,7 +28,7 @@ SAMPLE_LABELS = np.array([[0, 0, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0], [1, 1, 1, 1]
 
 def write_labels_csv(path, labels, columns=LABELS):
     rows = [[str(int(labels[r, LABELS.index(c)])) for c in columns] for r in range(len(labels))]
-    io.write_csv(path, ("exam_id",) + tuple(columns),
+    formats.write_csv(path, ("exam_id",) + tuple(columns),
                  [[f"exam{r}"] + row for r, row in enumerate(rows)])
 
 
@@ -149,7 +151,7 @@ def test_bootstrap_resamples_exams_and_counts_single_class_resamples():
 # --------------------------------------------------------------------------- inputs
 def test_both_label_formats_give_the_same_result(tmp_path):
     predictions_path = tmp_path / "predictions.csv"
-    io.write_predictions_csv(predictions_path, SAMPLE_PREDICTIONS)
+    formats.write_predictions_csv(predictions_path, SAMPLE_PREDICTIONS)
     write_labels_csv(tmp_path / "labels.csv", SAMPLE_LABELS)
     write_labelled_exam_list(tmp_path / "data.pkl", SAMPLE_LABELS)
     write_labelled_exam_list(tmp_path / "data.json", SAMPLE_LABELS)
@@ -191,7 +193,7 @@ def test_exam_list_without_cancer_label_is_refused(tmp_path):
 def test_empty_prediction_rows_are_counted_and_left_out(tmp_path):
     predictions = [list(p) for p in SAMPLE_PREDICTIONS] + [None]
     labels = np.vstack([SAMPLE_LABELS, [[1, 1, 1, 1]]])
-    io.write_predictions_csv(tmp_path / "predictions.csv", predictions)
+    formats.write_predictions_csv(tmp_path / "predictions.csv", predictions)
     write_labels_csv(tmp_path / "labels.csv", labels)
     result = evaluate.evaluate_files(tmp_path / "predictions.csv", tmp_path / "labels.csv",
                                      tmp_path / "out", n_bootstrap=0)
@@ -208,7 +210,7 @@ def test_all_rows_empty_is_an_error():
 
 # --------------------------------------------------------------------------- command line
 def test_cli_writes_the_report(tmp_path):
-    io.write_predictions_csv(tmp_path / "predictions.csv", SAMPLE_PREDICTIONS)
+    formats.write_predictions_csv(tmp_path / "predictions.csv", SAMPLE_PREDICTIONS)
     write_labels_csv(tmp_path / "labels.csv", SAMPLE_LABELS)
     out = tmp_path / "evaluation"
     done = run_script("--predictions", tmp_path / "predictions.csv", "--labels",
@@ -225,7 +227,7 @@ def test_cli_writes_the_report(tmp_path):
 
 
 def test_cli_mismatched_rows_fail_clearly(tmp_path):
-    io.write_predictions_csv(tmp_path / "predictions.csv", SAMPLE_PREDICTIONS[:3])
+    formats.write_predictions_csv(tmp_path / "predictions.csv", SAMPLE_PREDICTIONS[:3])
     write_labels_csv(tmp_path / "labels.csv", SAMPLE_LABELS)
     done = run_script("--predictions", tmp_path / "predictions.csv", "--labels",
                       tmp_path / "labels.csv", "--output-dir", tmp_path / "out")

@@ -6,9 +6,9 @@ import pickle
 import numpy as np
 import pytest
 
-from breast_cancer_classifier.errors import ExamListError
-from breast_cancer_classifier.exam_list import (iter_images, load_exam_list, load_metadata,
-                                                save_exam_list)
+from breast_cancer_classifier.core.errors import ExamListError
+from breast_cancer_classifier.core.exam_list import (iter_images, load_exam_list, load_metadata,
+                                                     save_exam_list)
 
 from conftest import parity_case
 

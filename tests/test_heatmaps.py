@@ -24,14 +24,15 @@ import pytest
 import torch
 from torch import nn
 
-from breast_cancer_classifier import heatmaps, io
-from breast_cancer_classifier.patch_runtime import TorchRuntime, onnxruntime_available
-from breast_cancer_classifier.checkpoints.patch import load_patch_classifier
-from breast_cancer_classifier.exam_list import iter_images, load_exam_list, load_metadata
-from breast_cancer_classifier.failures import FailureReport
-from breast_cancer_classifier.patch_model import PatchClassifier
-from breast_cancer_classifier.runtime import log
-from breast_cancer_classifier.views import flip_for_model
+from breast_cancer_classifier.core.stages import heatmaps
+from breast_cancer_classifier.core import formats, patch_runtime
+from breast_cancer_classifier.core.patch_runtime import TorchRuntime, onnxruntime_available
+from breast_cancer_classifier.core.checkpoints.patch import load_patch_classifier
+from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list, load_metadata
+from breast_cancer_classifier.core.failures import FailureReport
+from breast_cancer_classifier.core.patch_model import PatchClassifier
+from breast_cancer_classifier.core.runtime import log
+from breast_cancer_classifier.core.views import flip_for_model
 
 from conftest import REPO, parity_case
 
@@ -72,7 +73,7 @@ def random_image(shape, seed):
 
 def write_images(folder, shapes):
     for seed, (name, shape) in enumerate(shapes.items()):
-        io.write_png(Path(folder) / f"{name}.png", random_image(shape, seed))
+        formats.write_png(Path(folder) / f"{name}.png", random_image(shape, seed))
 
 
 def exam(horizontal_flip="NO", window_location=None, **views):
@@ -124,7 +125,7 @@ def log_records():
 
 
 def read_map(folder, kind, name):
-    return io.read_hdf5(Path(folder) / f"heatmap_{kind}" / f"{name}.hdf5")
+    return formats.read_hdf5(Path(folder) / f"heatmap_{kind}" / f"{name}.hdf5")
 
 
 # --------------------------------------------------------------------------- strides
@@ -244,7 +245,7 @@ def test_constant_patches_are_classified_once_per_value(batch_size):
     (8, 25, [8]), (100, 100, [100]), (101, 50, [33, 34, 34]),
 ])
 def test_forward_pieces(n, max_forward, sizes):
-    pieces = heatmaps._forward_pieces(n, max_forward)
+    pieces = patch_runtime.forward_pieces(n, max_forward)
     assert [b - a for a, b in pieces] == sizes
     assert pieces[0][0] == 0 and pieces[-1][1] == n
 
@@ -281,7 +282,7 @@ def test_exam_heatmaps_are_mirrored_back(tmp_path):
     rng = random.Random(0)
     model = StatsModel()
     for exam_index, view, _, name in iter_images(exam_list):
-        raw = io.read_mammogram_png(tmp_path / "cropped" / f"{name}.png")
+        raw = formats.read_mammogram_png(tmp_path / "cropped" / f"{name}.png")
         rows, columns = heatmaps.draw_strides(raw.shape, rng)
         flip = exam_list[exam_index]["horizontal_flip"]
         image = heatmaps.prepare_image(raw, view, flip)
@@ -299,8 +300,8 @@ def test_hdf5_inputs_give_the_same_maps(tmp_path):
     exam_list = [exam("NO", L_CC=["e_L_CC"], R_CC=["e_R_CC"])]
     png_output, _, _ = run_exam_list(tmp_path, exam_list, tag="png")
     for name in ("e_L_CC", "e_R_CC"):
-        image = io.read_mammogram_png(tmp_path / "cropped" / f"{name}.png")
-        io.write_hdf5(tmp_path / "hdf5" / f"{name}.hdf5", image.astype(np.float32))
+        image = formats.read_mammogram_png(tmp_path / "cropped" / f"{name}.png")
+        formats.write_hdf5(tmp_path / "hdf5" / f"{name}.hdf5", image.astype(np.float32))
     output = tmp_path / "from_hdf5"
     heatmaps.produce_heatmaps(exam_list, tmp_path / "hdf5", output,
                               TorchRuntime(StatsModel(), "cpu"), batch_size=5, use_hdf5=True)
@@ -389,12 +390,12 @@ def num_patches(shape):
 
 def test_batches_span_images_but_never_exams(tmp_path, monkeypatch):
     sizes = []
-    original = heatmaps.classify_patches
+    original = patch_runtime.classify_patches
 
     def recording(model, batch, *args, **kwargs):
         sizes.append(len(batch))
         return original(model, batch, *args, **kwargs)
-    monkeypatch.setattr(heatmaps, "classify_patches", recording)
+    monkeypatch.setattr(patch_runtime, "classify_patches", recording)
     exam_list = [exam("NO", L_CC=["e_L_CC"], R_CC=["e_R_CC"]), exam("NO", L_CC=["e_L_MLO"])]
     run_exam_list(tmp_path, exam_list, batch_size=8)
     first = num_patches(SHAPES["e_L_CC"]) + num_patches(SHAPES["e_R_CC"])  # 15 + 20
@@ -406,7 +407,7 @@ def test_batches_span_images_but_never_exams(tmp_path, monkeypatch):
 def test_single_image_quirk_and_proper_mirroring(tmp_path):
     raw = random_image((420, 510), 9)
     path = tmp_path / "cropped.png"
-    io.write_png(path, raw)
+    formats.write_png(path, raw)
     metadata = {"horizontal_flip": "NO", "full_view": "R-CC", "side": "R", "view": "CC"}
     model = StatsModel()
     rows, columns = heatmaps.draw_strides(raw.shape, random.Random(0))
@@ -536,7 +537,7 @@ def test_cli_single(tmp_path, random_weights, capsys):
             "--metadata-path", meta, "--heatmap-path-malignant", tmp_path / "m.hdf5",
             "--heatmap-path-benign", tmp_path / "b.hdf5")
     assert run_script("run_producer_single", *args) == 0
-    assert io.read_hdf5(tmp_path / "m.hdf5").shape == (300, 256)
+    assert formats.read_hdf5(tmp_path / "m.hdf5").shape == (300, 256)
     assert run_script("run_producer_single", *args) == 2
     assert "already exists" in capsys.readouterr().err
     assert run_script("run_producer_single", *args, "--overwrite", "--proper-mirroring") == 0
@@ -569,11 +570,11 @@ def sha256(array):
 def crop_like_reference(case, name, window_location, folder):
     """Stage-3 input: the kit's input image cut to the reference's crop window."""
     top, bottom, left, right = window_location
-    image = io.read_mammogram_png(case / "images" / f"{name}.png")[top:bottom, left:right]
+    image = formats.read_mammogram_png(case / "images" / f"{name}.png")[top:bottom, left:right]
     pixels = json.loads((case / "expected" / "cropped_pixels.json").read_text())[name]
     assert list(image.shape) == pixels["shape"] and sha256(image) == pixels["sha256"]
     path = Path(folder) / f"{name}.png"
-    io.write_png(path, image)
+    formats.write_png(path, image)
     return path
 
 
@@ -689,16 +690,16 @@ def test_parity_single_image(case_name, name, runtime, tmp_path, legacy_weights)
                         "--heatmap-path-benign", tmp_path / "benign_heatmap.hdf5")
     assert status == 0
     for kind in ("malignant", "benign"):
-        compare_maps(io.read_hdf5(tmp_path / f"{kind}_heatmap.hdf5"),
-                     io.read_hdf5(expected_dir / f"{kind}_heatmap.hdf5"))
+        compare_maps(formats.read_hdf5(tmp_path / f"{kind}_heatmap.hdf5"),
+                     formats.read_hdf5(expected_dir / f"{kind}_heatmap.hdf5"))
 
 
 # --------------------------------------------------------------------------- ONNX without torch
 TORCH_FREE_RUN = """
 import sys
 sys.path.insert(0, {repo!r})
-from breast_cancer_classifier import heatmaps
-from breast_cancer_classifier.runtime import setup_logging
+from breast_cancer_classifier.core.stages import heatmaps
+from breast_cancer_classifier.core.runtime import setup_logging
 setup_logging()
 status = heatmaps.run_producer({weights!r}, {data!r}, {images!r}, {output!r},
                                device_type={device!r}, runtime="auto")
@@ -738,12 +739,12 @@ def test_cpu_stage_3_never_imports_torch(tiny_exam, random_weights, tmp_path):
 
 def runs_on_cpu_probe():
     """Whether this machine lacks a GPU driver library (runs_on_cpu's own test)."""
-    from breast_cancer_classifier.runtime import runs_on_cpu
+    from breast_cancer_classifier.core.runtime import runs_on_cpu
     return runs_on_cpu("gpu") if sys.platform.startswith("linux") else False
 
 
 def test_runs_on_cpu_decides_without_torch(monkeypatch, caplog):
-    from breast_cancer_classifier import runtime
+    from breast_cancer_classifier.core import runtime
 
     assert runtime.runs_on_cpu("cpu") is True
     monkeypatch.setattr(runtime.sys, "platform", "linux")
@@ -759,7 +760,7 @@ def test_runs_on_cpu_decides_without_torch(monkeypatch, caplog):
 
 
 def test_trusted_exports_are_cached_apart(random_weights, tmp_path):
-    from breast_cancer_classifier.patch_runtime import cached_graph_path
+    from breast_cancer_classifier.core.patch_runtime import cached_graph_path
 
     plain = cached_graph_path(random_weights, cache_dir=tmp_path)
     trusted = cached_graph_path(random_weights, trust=True, cache_dir=tmp_path)
@@ -779,7 +780,7 @@ def test_missing_weight_file_exits_2(tiny_exam, capsys):
 # --------------------------------------------------------------------------- precision
 def test_bf16_runs_on_torch_and_stays_close(tiny_exam, random_weights, tmp_path):
     folder, data_path = tiny_exam
-    classify = heatmaps.load_patch_runtime(random_weights, "cpu", precision="bf16")
+    classify = patch_runtime.load_patch_runtime(random_weights, "cpu", precision="bf16")
     assert isinstance(classify, TorchRuntime) and classify.precision == "bf16"
     status = heatmaps.run_producer(random_weights, data_path, folder / "cropped",
                                    folder / "bf16", precision="bf16")
@@ -807,8 +808,8 @@ def test_precision_that_cannot_run_here_exits_2(tiny_exam, random_weights, extra
 
 
 def test_precision_context():
-    from breast_cancer_classifier.errors import SettingsError
-    from breast_cancer_classifier.runtime import precision_context
+    from breast_cancer_classifier.core.errors import SettingsError
+    from breast_cancer_classifier.core.runtime import precision_context
 
     x = torch.ones(2, 2)
     with precision_context("fp32", "cpu"):

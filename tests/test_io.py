@@ -7,25 +7,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from breast_cancer_classifier import io
-from breast_cancer_classifier.errors import InputImageError, OutputExistsError
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.errors import InputImageError, OutputExistsError
 
 
 def test_png16_round_trip_keeps_uint16(tmp_path):
     image = (np.arange(60 * 40, dtype=np.uint32).reshape(60, 40) * 27 % 65536).astype(np.uint16)
-    io.write_png(tmp_path / "a.png", image)
-    back = io.read_mammogram_png(tmp_path / "a.png")
+    formats.write_png(tmp_path / "a.png", image)
+    back = formats.read_mammogram_png(tmp_path / "a.png")
     assert back.dtype == np.uint16
     np.testing.assert_array_equal(back, image)
     # A PNG written by another library (PIL) reads the same way.
     Image.fromarray(image).save(tmp_path / "b.png")
-    np.testing.assert_array_equal(io.read_mammogram_png(tmp_path / "b.png"), image)
+    np.testing.assert_array_equal(formats.read_mammogram_png(tmp_path / "b.png"), image)
 
 
 def test_png8_accepted(tmp_path):
     image = np.arange(256, dtype=np.uint8).reshape(16, 16)
     Image.fromarray(image).save(tmp_path / "g.png")
-    back = io.read_mammogram_png(tmp_path / "g.png")
+    back = formats.read_mammogram_png(tmp_path / "g.png")
     assert back.dtype == np.uint8
     np.testing.assert_array_equal(back, image)
 
@@ -35,35 +35,35 @@ def test_colour_or_alpha_png_refused(tmp_path, mode, found):
     path = tmp_path / "c.png"
     Image.new(mode, (8, 8)).save(path)
     with pytest.raises(InputImageError, match=f"{path}.*{found}"):
-        io.read_mammogram_png(path)
+        formats.read_mammogram_png(path)
 
 
 def test_corrupt_and_missing_png(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
     with pytest.raises(InputImageError, match="bad.png: cannot read image"):
-        io.read_mammogram_png(bad)
+        formats.read_mammogram_png(bad)
     with pytest.raises(InputImageError, match="nothere.png: image file not found"):
-        io.read_mammogram_png(tmp_path / "nothere.png")
+        formats.read_mammogram_png(tmp_path / "nothere.png")
 
 
 def test_truncated_png(tmp_path):
     image = np.random.default_rng(0).integers(0, 65535, (200, 200)).astype(np.uint16)
-    io.write_png(tmp_path / "t.png", image)
+    formats.write_png(tmp_path / "t.png", image)
     data = (tmp_path / "t.png").read_bytes()
     (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputImageError, match="t.png"):
-        io.read_mammogram_png(tmp_path / "t.png")
+        formats.read_mammogram_png(tmp_path / "t.png")
 
 
 def test_hdf5_is_stored_transposed_with_lzf(tmp_path):
     heatmap = np.random.default_rng(1).random((30, 20)).astype(np.float32)
-    io.write_hdf5(tmp_path / "h.hdf5", heatmap)
+    formats.write_hdf5(tmp_path / "h.hdf5", heatmap)
     with h5py.File(tmp_path / "h.hdf5", "r") as f:
         assert f["image"].shape == (20, 30)
         assert f["image"].compression == "lzf"
         np.testing.assert_array_equal(f["image"][()], heatmap.T)
-    np.testing.assert_array_equal(io.read_hdf5(tmp_path / "h.hdf5"), heatmap)
+    np.testing.assert_array_equal(formats.read_hdf5(tmp_path / "h.hdf5"), heatmap)
 
 
 @pytest.mark.parametrize("dtype", ["<f4", "<f8", "<u2", "u1", "<i8", ">f4", "?", "<f2"])
@@ -72,7 +72,7 @@ def test_hdf5_of_any_dtype_reads_back_transposed(tmp_path, dtype):
     data = (np.arange(7 * 5).reshape(7, 5) % 3).astype(dtype)
     with h5py.File(tmp_path / "d.hdf5", "w") as f:
         f.create_dataset("image", data=data)
-    back = io.read_hdf5(tmp_path / "d.hdf5")
+    back = formats.read_hdf5(tmp_path / "d.hdf5")
     assert back.flags.c_contiguous and back.dtype == data.dtype
     np.testing.assert_array_equal(back, data.T)
 
@@ -81,17 +81,17 @@ def test_hdf5_errors_name_the_file(tmp_path):
     with h5py.File(tmp_path / "x.hdf5", "w") as f:
         f.create_dataset("other", data=np.zeros((2, 2)))
     with pytest.raises(InputImageError, match="x.hdf5: no dataset named 'image'"):
-        io.read_hdf5(tmp_path / "x.hdf5")
+        formats.read_hdf5(tmp_path / "x.hdf5")
     (tmp_path / "y.hdf5").write_bytes(b"garbage")
     with pytest.raises(InputImageError, match="y.hdf5: cannot read HDF5"):
-        io.read_hdf5(tmp_path / "y.hdf5")
+        formats.read_hdf5(tmp_path / "y.hdf5")
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
     with pytest.raises(RuntimeError):
-        with io.atomic_path(target) as tmp:
+        with formats.atomic_path(target) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("boom")
     assert target.read_bytes() == b"old"
@@ -99,7 +99,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 
 def test_outputs_get_normal_permissions(tmp_path):
-    io.write_bytes_atomic(tmp_path / "f", b"x")
+    formats.write_bytes_atomic(tmp_path / "f", b"x")
     assert (tmp_path / "f").stat().st_mode & 0o044 == 0o044 & ~_umask()
 
 
@@ -111,27 +111,27 @@ def _umask():
 
 def test_staged_dir_swaps_in_only_when_complete(tmp_path):
     target = tmp_path / "out"
-    with io.staged_output_dir(target) as stage:
+    with formats.staged_output_dir(target) as stage:
         (stage / "a.txt").write_text("1")
     assert sorted(os.listdir(target)) == ["a.txt"]
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        with io.staged_output_dir(target):
+        with formats.staged_output_dir(target):
             pass
     with pytest.raises(RuntimeError):
-        with io.staged_output_dir(target, overwrite=True) as stage:
+        with formats.staged_output_dir(target, overwrite=True) as stage:
             (stage / "b.txt").write_text("2")
             raise RuntimeError("crash mid-run")
     assert sorted(os.listdir(target)) == ["a.txt"]  # untouched
-    with io.staged_output_dir(target, overwrite=True) as stage:
+    with formats.staged_output_dir(target, overwrite=True) as stage:
         (stage / "b.txt").write_text("2")
     assert sorted(os.listdir(target)) == ["b.txt"]  # never a mix of two runs
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
 def test_predictions_csv_format_and_empty_rows(tmp_path):
-    io.write_predictions_csv(tmp_path / "p.csv", [(0.12344, 0.5, 1.0, 0.0), None])
+    formats.write_predictions_csv(tmp_path / "p.csv", [(0.12344, 0.5, 1.0, 0.0), None])
     assert (tmp_path / "p.csv").read_text() == (
         "left_benign,right_benign,left_malignant,right_malignant\n"
         "0.1234,0.5000,1.0000,0.0000\n,,,\n")
-    back = io.read_predictions_csv(tmp_path / "p.csv")
+    back = formats.read_predictions_csv(tmp_path / "p.csv")
     assert back.shape == (2, 4) and np.isnan(back[1]).all()

@@ -1,13 +1,14 @@
-"""Exam lists from PNGs (breast_cancer_classifier.manifest): manifests, file names, report."""
+"""Exam lists from PNGs (breast_cancer_classifier.tools.manifest): manifests, file names, report."""
 
 import csv
 
 import numpy as np
 import pytest
 
-from breast_cancer_classifier import io, manifest
-from breast_cancer_classifier.errors import ExamListError, OutputExistsError, PipelineError
-from breast_cancer_classifier.exam_list import load_exam_list
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.tools import manifest
+from breast_cancer_classifier.core.errors import ExamListError, OutputExistsError, PipelineError
+from breast_cancer_classifier.core.exam_list import load_exam_list
 from helpers import run_script
 
 
@@ -32,7 +33,7 @@ def write_exam(folder, exam, mirrored=False):
     for side in "LR":
         for angle in ("CC", "MLO"):
             wall = expected_wall(side)
-            io.write_png(folder / f"{exam}_{side}_{angle}.png",
+            formats.write_png(folder / f"{exam}_{side}_{angle}.png",
                          facing(other(wall) if mirrored else wall))
 
 
@@ -62,10 +63,10 @@ def png_folder(tmp_path):
     folder.mkdir()
     write_exam(folder, "10")
     write_exam(folder, "2", mirrored=True)
-    io.write_png(folder / "3_L_CC.png", facing("left"))
-    io.write_png(folder / "3_L_CC_2.png", facing("left"))
-    io.write_png(folder / "3_R_CC.png", facing("left"))  # mirrored inside a normal exam
-    io.write_png(folder / "scan.png", facing("left"))
+    formats.write_png(folder / "3_L_CC.png", facing("left"))
+    formats.write_png(folder / "3_L_CC_2.png", facing("left"))
+    formats.write_png(folder / "3_R_CC.png", facing("left"))  # mirrored inside a normal exam
+    formats.write_png(folder / "scan.png", facing("left"))
     (folder / "notes.txt").write_text("not an image")
     (folder / "3_R_MLO.png").write_bytes(b"\x89PNG broken")
     return folder
@@ -141,8 +142,8 @@ def labelled(tmp_path):
     for name, wall in [("a_lcc", "left"), ("a_rcc", "right"), ("sub/a_lmlo", "left"),
                        ("a_rmlo", "right"), ("b_lcc", "right"), ("b_rcc", "left"),
                        ("c_lcc", "left"), ("c_rcc", "right")]:
-        io.write_png(folder / f"{name}.png", facing(wall))
-    io.write_png(folder / "small.png", facing("left", dtype=np.uint8))
+        formats.write_png(folder / f"{name}.png", facing(wall))
+    formats.write_png(folder / "small.png", facing("left", dtype=np.uint8))
     header = ["exam_id", "file", "side", "view", "horizontal_flip", "left_benign",
               "right_benign", "left_malignant", "right_malignant"]
     rows = [["A", "a_lcc.png", "L", "CC", "", "0", "1", "0", "0"],
@@ -206,8 +207,8 @@ def test_manifest_column_errors(tmp_path):
 def test_manifest_without_labels_and_missing_label_value(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
-    io.write_png(folder / "x.png", facing("right"))
-    io.write_png(folder / "y.png", facing("right"))
+    formats.write_png(folder / "x.png", facing("right"))
+    formats.write_png(folder / "y.png", facing("right"))
     plain = write_manifest(tmp_path / "m.csv", ["exam_id", "file", "side", "view"],
                            [["1", "x.png", "L", "CC"]])
     result = manifest.make_exam_list(folder, tmp_path / "e.json", manifest_path=plain)

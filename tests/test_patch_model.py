@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import densenet121
 
-from breast_cancer_classifier.checkpoints.patch import (fit_patch_state_dict,
-                                                        load_patch_classifier,
-                                                        modernize_densenet_keys)
-from breast_cancer_classifier.errors import CheckpointError
-from breast_cancer_classifier.patch_model import (PatchClassifier, SameConv2d, SameMaxPool2d,
-                                                  tf_same_padding)
+from breast_cancer_classifier.core.checkpoints.patch import (fit_patch_state_dict,
+                                                              load_patch_classifier,
+                                                              modernize_densenet_keys)
+from breast_cancer_classifier.core.errors import CheckpointError
+from breast_cancer_classifier.core.patch_model import (PatchClassifier, SameConv2d, SameMaxPool2d,
+                                                       tf_same_padding)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from breast_cancer_classifier.errors import PipelineError
-from breast_cancer_classifier.patch_runtime import (OnnxRuntime, TorchRuntime, make_patch_runtime,
-                                                    onnxruntime_available)
+from breast_cancer_classifier.core.errors import PipelineError
+from breast_cancer_classifier.core.patch_runtime import (OnnxRuntime, TorchRuntime,
+                                                         make_patch_runtime,
+                                                         onnxruntime_available)
 
 pytestmark = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime not installed")
 
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.skipif(not onnxruntime_available(), reason="onnxruntime
 @pytest.fixture(scope="module")
 def patch_checkpoint(tmp_path_factory):
     """A small random-weights patch checkpoint (a fixture only: its outputs mean nothing)."""
-    from breast_cancer_classifier.checkpoints.patch import load_patch_classifier
-    from breast_cancer_classifier.patch_model import PatchClassifier
+    from breast_cancer_classifier.core.checkpoints.patch import load_patch_classifier
+    from breast_cancer_classifier.core.patch_model import PatchClassifier
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("w") / "patch.p"

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from breast_cancer_classifier.prefetch import prefetch
+from breast_cancer_classifier.core.prefetch import prefetch
 
 
 def _prefetch_threads():

@@ -4,17 +4,17 @@ import json
 
 import pytest
 
-from breast_cancer_classifier import io
-from breast_cancer_classifier.errors import PipelineError
-from breast_cancer_classifier.published import (PUBLISHED, compare_single_with_published,
-                                                compare_with_published)
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.core.errors import PipelineError
+from breast_cancer_classifier.tools.published import (PUBLISHED, compare_single_with_published,
+                                                      compare_with_published)
 
 from helpers import run_script
 
 
 def write(tmp_path, name, offset):
     path = tmp_path / name
-    io.write_predictions_csv(path, [row + offset for row in PUBLISHED[name.split("_")[0]]])
+    formats.write_predictions_csv(path, [row + offset for row in PUBLISHED[name.split("_")[0]]])
     return path
 
 
@@ -43,7 +43,7 @@ def test_script_exit_status_follows_tolerance(tmp_path):
 
 
 def test_wrong_row_count_and_single_lines(tmp_path):
-    io.write_predictions_csv(tmp_path / "short.csv", [(0.1, 0.1, 0.1, 0.1)])
+    formats.write_predictions_csv(tmp_path / "short.csv", [(0.1, 0.1, 0.1, 0.1)])
     with pytest.raises(PipelineError, match="expected 4 rows"):
         compare_with_published({"image": tmp_path / "short.csv"})
     (tmp_path / "one.jsonl").write_text('{"benign": 0.1, "malignant": 0.2}\n')

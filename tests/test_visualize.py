@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from breast_cancer_classifier import exam_list, io, visualize
-from breast_cancer_classifier.evaluate import EvaluationInputError
-from breast_cancer_classifier.failures import failures_csv_path
-from breast_cancer_classifier.views import VIEWS
+from breast_cancer_classifier.core import exam_list
+from breast_cancer_classifier.core import formats
+from breast_cancer_classifier.tools import visualize
+from breast_cancer_classifier.tools.evaluate import EvaluationInputError
+from breast_cancer_classifier.core.failures import failures_csv_path
+from breast_cancer_classifier.core.views import VIEWS
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "src" / "utilities" / "visualize.py"
@@ -51,13 +53,13 @@ def exam_dir(tmp_path):
         for view in VIEWS:
             name = f"{e}_{view.replace('-', '_')}"
             shape = SHAPES[view.split("-")[1]]
-            io.write_png(tmp_path / "cropped" / f"{name}.png", random_image(rng, shape))
-            for path in io.heatmap_paths(tmp_path / "heatmaps", name):
-                io.write_hdf5(path, rng.random(shape).astype(np.float32))
+            formats.write_png(tmp_path / "cropped" / f"{name}.png", random_image(rng, shape))
+            for path in formats.heatmap_paths(tmp_path / "heatmaps", name):
+                formats.write_hdf5(path, rng.random(shape).astype(np.float32))
             exam[view] = [name]
         exams.append(exam)
     exam_list.save_exam_list(exams, tmp_path / "data.pkl")
-    io.write_predictions_csv(tmp_path / "predictions.csv",
+    formats.write_predictions_csv(tmp_path / "predictions.csv",
                              [[0.1, 0.2, 0.3, 0.4], None])
     return tmp_path
 
@@ -198,7 +200,7 @@ def failure_rows(out):
 
 
 def test_a_broken_exam_is_reported_and_the_others_drawn(exam_dir):
-    io.heatmap_paths(exam_dir / "heatmaps", "1_R_MLO")[1].unlink()
+    formats.heatmap_paths(exam_dir / "heatmaps", "1_R_MLO")[1].unlink()
     out = exam_dir / "out"
     status = visualize.visualize_exams(exam_dir / "data.pkl", exam_dir / "cropped", out,
                                        exam_dir / "heatmaps")
@@ -210,7 +212,7 @@ def test_a_broken_exam_is_reported_and_the_others_drawn(exam_dir):
 
 
 def test_heatmap_of_another_shape_is_a_failure(exam_dir):
-    io.write_hdf5(io.heatmap_paths(exam_dir / "heatmaps", "0_L_CC")[0], np.zeros((5, 5)))
+    formats.write_hdf5(formats.heatmap_paths(exam_dir / "heatmaps", "0_L_CC")[0], np.zeros((5, 5)))
     out = exam_dir / "out"
     assert visualize.visualize_exams(exam_dir / "data.pkl", exam_dir / "cropped", out,
                                      exam_dir / "heatmaps") == 3
@@ -230,7 +232,7 @@ def test_several_images_per_view_give_several_pictures(exam_dir):
 
 
 def test_predictions_rows_must_match_the_exam_list(exam_dir):
-    io.write_predictions_csv(exam_dir / "three.csv", [[0.1] * 4] * 3)
+    formats.write_predictions_csv(exam_dir / "three.csv", [[0.1] * 4] * 3)
     with pytest.raises(EvaluationInputError, match=r"3 prediction row\(s\), but exam list"):
         visualize.visualize_exams(exam_dir / "data.pkl", exam_dir / "cropped", exam_dir / "out",
                                   prediction_paths=[exam_dir / "three.csv"])
@@ -242,9 +244,9 @@ def test_predictions_rows_must_match_the_exam_list(exam_dir):
 def single_dir(tmp_path):
     rng = np.random.default_rng(4)
     shape = SHAPES["CC"]
-    io.write_png(tmp_path / "cropped.png", random_image(rng, shape))
-    io.write_hdf5(tmp_path / "malignant_heatmap.hdf5", rng.random(shape))
-    io.write_hdf5(tmp_path / "benign_heatmap.hdf5", rng.random(shape))
+    formats.write_png(tmp_path / "cropped.png", random_image(rng, shape))
+    formats.write_hdf5(tmp_path / "malignant_heatmap.hdf5", rng.random(shape))
+    formats.write_hdf5(tmp_path / "benign_heatmap.hdf5", rng.random(shape))
     meta = {"short_file_path": None, "horizontal_flip": "NO", "full_view": "R-CC",
             "side": "R", "view": "CC", "best_center": (30, 20)}
     (tmp_path / "cropped_metadata.pkl").write_bytes(pickle.dumps(meta, protocol=4))
@@ -302,7 +304,7 @@ def test_cli_exams_and_single(exam_dir, single_dir):
 
 def test_cli_refuses_unclear_requests(exam_dir):
     assert run_script("--output-dir", exam_dir / "o").returncode == 2  # no mode
-    io.write_predictions_csv(exam_dir / "three.csv", [[0.1] * 4] * 3)
+    formats.write_predictions_csv(exam_dir / "three.csv", [[0.1] * 4] * 3)
     done = run_script("--exam-list-path", exam_dir / "data.pkl", "--cropped-image-path",
                       exam_dir / "cropped", "--predictions-path", exam_dir / "three.csv",
                       "--output-dir", exam_dir / "o")

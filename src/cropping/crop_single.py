@@ -6,9 +6,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
-from breast_cancer_classifier.cropping import (BUFFER_SIZE, NUM_ITERATIONS,  # noqa: E402
-                                               run_crop_single)
-from breast_cancer_classifier.views import VIEWS  # noqa: E402
+from breast_cancer_classifier.core.stages.cropping import (BUFFER_SIZE, NUM_ITERATIONS,  # noqa: E402
+                                                           run_crop_single)
+from breast_cancer_classifier.core.views import VIEWS  # noqa: E402
 
 
 def build_parser():

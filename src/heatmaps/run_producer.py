@@ -12,10 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse  # noqa: E402
 
-from breast_cancer_classifier import heatmaps  # noqa: E402
+from breast_cancer_classifier.core.stages import heatmaps
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
-                                          add_precision_flag,
-                                          add_runtime_flag, add_trust_flag,
+                                          add_precision_flag, add_runtime_flag, add_trust_flag,
                                           positive_int, run_cli)
 
 PROG = "run_producer"

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import argparse  # noqa: E402
 
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
-                                          add_precision_flag, add_trust_flag, run_cli)
-from breast_cancer_classifier.classify import ClassifierSettings, run_model  # noqa: E402
+                                           add_precision_flag, add_trust_flag, run_cli)
+from breast_cancer_classifier.core.stages.classify import (ClassifierSettings, run_model)  # noqa: E402
 
 PROG = "run_model"
 

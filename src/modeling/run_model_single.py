@@ -11,11 +11,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse  # noqa: E402
 
-from breast_cancer_classifier.cli import (add_device_flags, add_precision_flag,  # noqa: E402
-                                          add_trust_flag, run_cli)
-from breast_cancer_classifier.classify import (ClassifierSettings,  # noqa: E402
-                                               format_single_prediction, run_model_single)
-from breast_cancer_classifier.views import VIEWS  # noqa: E402
+from breast_cancer_classifier.cli import (add_device_flags, add_precision_flag, add_trust_flag,  # noqa: E402
+                                           run_cli)
+from breast_cancer_classifier.core.stages.classify import (ClassifierSettings,  # noqa: E402
+                                                           format_single_prediction,
+                                                           run_model_single)
+from breast_cancer_classifier.core.views import VIEWS  # noqa: E402
 
 PROG = "run_model_single"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from breast_cancer_classifier.centers import run_get_optimal_center_single  # noqa: E402
+from breast_cancer_classifier.core.stages.centers import (run_get_optimal_center_single)  # noqa: E402
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
 
 

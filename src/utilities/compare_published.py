@@ -6,9 +6,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from breast_cancer_classifier.cli import run_cli  # noqa: E402
-from breast_cancer_classifier.published import (TOLERANCE,  # noqa: E402
-                                                compare_single_with_published,
-                                                compare_with_published)
+from breast_cancer_classifier.tools.published import (TOLERANCE, compare_single_with_published,  # noqa: E402
+                                                      compare_with_published)
 
 
 def main(argv=None):

@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse  # noqa: E402
 
-from breast_cancer_classifier import download  # noqa: E402
+from breast_cancer_classifier.tools import download
 from breast_cancer_classifier.cli import run_cli  # noqa: E402
-from breast_cancer_classifier.runtime import log  # noqa: E402
+from breast_cancer_classifier.core.runtime import log  # noqa: E402
 
 
 def build_parser():

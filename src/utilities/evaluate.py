@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse  # noqa: E402
 
-from breast_cancer_classifier import evaluate  # noqa: E402
+from breast_cancer_classifier.tools import evaluate
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
 
 PROG = "evaluate"

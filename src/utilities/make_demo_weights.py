@@ -10,10 +10,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import argparse  # noqa: E402
 
-from breast_cancer_classifier import demo_weights  # noqa: E402
+from breast_cancer_classifier.tools import demo_weights
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
-from breast_cancer_classifier.download import DEFAULT_MODELS_DIR  # noqa: E402
-from breast_cancer_classifier.runtime import log  # noqa: E402
+from breast_cancer_classifier.tools.download import DEFAULT_MODELS_DIR  # noqa: E402
+from breast_cancer_classifier.core.runtime import log  # noqa: E402
 
 
 def build_parser():

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import argparse  # noqa: E402
 
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
-from breast_cancer_classifier.manifest import make_exam_list  # noqa: E402
+from breast_cancer_classifier.tools.manifest import make_exam_list  # noqa: E402
 
 
 def build_parser():

@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import argparse  # noqa: E402
 
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
-from breast_cancer_classifier.phantoms import NUM_EXAMS, write_sample_data  # noqa: E402
-from breast_cancer_classifier.runtime import log, progress  # noqa: E402
+from breast_cancer_classifier.tools.phantoms import NUM_EXAMS, write_sample_data  # noqa: E402
+from breast_cancer_classifier.core.runtime import log, progress  # noqa: E402
 
 
 def build_parser():

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import argparse  # noqa: E402
 import math  # noqa: E402
 
-from breast_cancer_classifier import visualize  # noqa: E402
+from breast_cancer_classifier.tools import visualize
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
 
 PROG = "visualize"

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .errors import ExamListError
-from .exam_list import add_stage_key, exam_names, iter_images
-from .failures import FailureReport, outcome
-from .runtime import parallel_map
-from .views import INPUT_SIZE, VIEWS, flip_for_model, view_angle
+from .. import formats
+from ..errors import ExamListError
+from ..exam_list import add_stage_key, exam_names, iter_images
+from ..failures import FailureReport, outcome
+from ..runtime import parallel_map
+from ..views import INPUT_SIZE, VIEWS, flip_for_model, view_angle
 
 
 def candidate_range(image_shape, window):
@@ -87,7 +87,7 @@ def get_optimal_center(image, view, rightmost_points, bottommost_points):
 
 def get_optimal_center_file(image_path, view, horizontal_flip, rightmost_points,
                             bottommost_points):
-    image = flip_for_model(io.read_mammogram_png(image_path), view, horizontal_flip)
+    image = flip_for_model(formats.read_mammogram_png(image_path), view, horizontal_flip)
     return get_optimal_center(image, view, rightmost_points, bottommost_points)
 
 
@@ -138,9 +138,9 @@ def _exam_with_centers(exam, centers):
 def run_get_optimal_centers(cropped_exam_list_path, data_prefix, output_exam_list_path,
                             num_processes=20, overwrite=False):
     """Stage 2 on files: returns the exit status of the failure policy."""
-    from .exam_list import load_exam_list, save_exam_list
+    from ..exam_list import load_exam_list, save_exam_list
 
-    io.check_output_file(output_exam_list_path, overwrite)
+    formats.check_output_file(output_exam_list_path, overwrite)
     exam_list = load_exam_list(cropped_exam_list_path)
     failures = FailureReport("get_optimal_centers")
     with_centers = get_optimal_centers(exam_list, data_prefix, num_processes, failures)
@@ -151,7 +151,7 @@ def run_get_optimal_centers(cropped_exam_list_path, data_prefix, output_exam_lis
 
 def run_get_optimal_center_single(cropped_path, metadata_path, overwrite=False):
     """Single-image stage 2: adds ``best_center`` to the metadata file (SPEC §9)."""
-    from .exam_list import load_metadata, save_metadata
+    from ..exam_list import load_metadata, save_metadata
 
     meta = load_metadata(metadata_path)
     if "best_center" in meta and not overwrite:

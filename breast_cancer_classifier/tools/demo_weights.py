@@ -25,23 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import (DEFAULT_MODELS_DIR, MANIFEST_PATH, git_blob_sha1,
-                       verified_official_weights)
-from .errors import OutputExistsError
-from .io import atomic_path, write_bytes_atomic
-from .runtime import log
-from .views import INPUT_SIZE, VIEWS, flip_for_model, view_angle
+from ..core.hashing import git_blob_sha1
+from .download import DEFAULT_MODELS_DIR, MANIFEST_PATH, verified_official_weights
+from ..core.errors import OutputExistsError
+from .demo_marker import (DEMO_FILES, MARKER_NAME, _marker_seed, _read_marker, _write_marker,  # noqa: F401
+                          demo_weight_files, forget_demo_weights)
+from ..core.formats import atomic_path
+from ..core.runtime import log
+from ..core.views import INPUT_SIZE, VIEWS, flip_for_model, view_angle
 
 DEMO_SEED = 0
-MARKER_NAME = "DEMO_WEIGHTS.txt"
-# Official file name → (model, input channels).
-DEMO_FILES = OrderedDict([
-    ("sample_patch_model.p", ("patch", 3)),
-    ("sample_image_model.p", ("view_split", 1)),
-    ("sample_imageheatmaps_model.p", ("view_split", 3)),
-    ("ImageOnly__ModeImage_weights.p", ("image", 1)),
-    ("ImageHeatmaps__ModeImage_weights.p", ("image", 3)),
-])
 # Calibration inputs: phantom windows at half the model's input size (SPEC 1) keep the
 # measurement to a few seconds per model; patches 256 px (SPEC 6) on a 128-px grid.
 WINDOW_SCALE = 0.5
@@ -52,20 +45,6 @@ HEATMAP_LEVEL = 0.25  # what the untrained patch model's softmax gives, about 1/
 # Per-view column aliases of the original checkpoints, in their key order.
 _ALIASES = (("cc", "l_cc"), ("mlo", "l_mlo"), ("cc", "r_cc"), ("mlo", "r_mlo"))
 
-MARKER_TEXT = """\
-DEMO WEIGHTS: NOT TRAINED. THE NUMBERS THEY PRODUCE ARE NOT PREDICTIONS.
-
-The files listed below were made by src/utilities/make_demo_weights.py (seed {seed}):
-random initialisation, with BatchNorm statistics measured on synthetic phantoms, saved in
-the original release's checkpoint formats so that the whole pipeline can run without the
-official weights. Nothing they output says anything about any mammogram.
-
-To get the official weights run
-    python src/utilities/download_files.py
-which replaces the files listed here and removes this note when none are left.
-
-# file<TAB>git blob SHA-1 of the demo file
-"""
 
 
 # --------------------------------------------------------------------------- state dicts
@@ -74,7 +53,7 @@ def make_patch_state_dict(seed=DEMO_SEED, patches_per_image=None):
     import torch
     from torchvision.models import densenet121
 
-    from .patch_model import PatchClassifier
+    from ..core.patch_model import PatchClassifier
 
     with torch.random.fork_rng(devices=[]):  # seed a private copy of the global generator
         torch.manual_seed(seed)
@@ -93,7 +72,7 @@ def make_classifier_state_dict(mode, channels, seed=DEMO_SEED, window_scale=WIND
     """
     import torch
 
-    from .classifier_models import build_image_model, build_view_split_model
+    from ..core.classifier_models import build_image_model, build_view_split_model
 
     builders = {"view_split": build_view_split_model, "image": build_image_model}
     if mode not in builders:
@@ -185,13 +164,6 @@ def _calibration_windows(view, channels, seed, window_scale):
 
 
 # --------------------------------------------------------------------------- files
-def demo_weight_files(models_dir=DEFAULT_MODELS_DIR):
-    """``{name: path}`` of files in ``models_dir`` that hold demo weights (hash-checked)."""
-    models_dir = Path(models_dir)
-    recorded = _read_marker(models_dir)
-    return {name: models_dir / name for name, sha1 in recorded.items()
-            if (models_dir / name).is_file() and git_blob_sha1(models_dir / name) == sha1}
-
 
 def weights_status(models_dir=DEFAULT_MODELS_DIR, manifest_path=MANIFEST_PATH):
     """``{name: 'official' | 'demo' | 'missing' | 'other'}`` for the five checkpoints."""
@@ -202,14 +174,6 @@ def weights_status(models_dir=DEFAULT_MODELS_DIR, manifest_path=MANIFEST_PATH):
                    else "other" if (models_dir / name).exists() else "missing")
             for name in DEMO_FILES}
 
-
-def forget_demo_weights(models_dir, names):
-    """Drop ``names`` from the demo note (their files were replaced); remove an empty note."""
-    models_dir = Path(models_dir)
-    recorded = _read_marker(models_dir)
-    for name in names:
-        recorded.pop(name, None)
-    _write_marker(models_dir, recorded)
 
 
 def write_demo_weights(models_dir=DEFAULT_MODELS_DIR, seed=DEMO_SEED, overwrite=False,
@@ -251,35 +215,3 @@ def write_demo_weights(models_dir=DEFAULT_MODELS_DIR, seed=DEMO_SEED, overwrite=
         written.append(path)
     _write_marker(models_dir, recorded, seed)
     return written, kept
-
-
-def _read_marker(models_dir):
-    path = Path(models_dir) / MARKER_NAME
-    if not path.is_file():
-        return {}
-    entries = {}
-    for line in path.read_text().splitlines():
-        fields = line.split("\t")
-        if len(fields) == 2 and fields[0] in DEMO_FILES and len(fields[1]) == 40:
-            entries[fields[0]] = fields[1]
-    return entries
-
-
-def _marker_seed(models_dir):
-    path = Path(models_dir) / MARKER_NAME
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if line.startswith("# seed\t"):
-                return int(line.split("\t")[1])
-    return None
-
-
-def _write_marker(models_dir, recorded, seed=None):
-    path = Path(models_dir) / MARKER_NAME
-    if not recorded:
-        path.unlink(missing_ok=True)
-        return
-    seed = _marker_seed(models_dir) if seed is None else seed
-    lines = [f"{name}\t{sha1}" for name, sha1 in recorded.items()]
-    write_bytes_atomic(path, (MARKER_TEXT.format(seed=seed) + f"# seed\t{seed}\n"
-                              + "\n".join(lines) + "\n").encode())

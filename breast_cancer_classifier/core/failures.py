@@ -10,7 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from . import io
+from . import formats
 from .errors import PipelineError
 from .runtime import log
 
@@ -55,7 +55,7 @@ class FailureReport:
         """Write ``<output>.failures.csv`` if anything failed, else remove a stale one."""
         path = failures_csv_path(output_path)
         if self.failures:
-            io.write_csv(path, ("stage", "item", "reason"),
+            formats.write_csv(path, ("stage", "item", "reason"),
                          [(self.stage, item, reason) for item, reason in self.failures])
             log.error("%s: %d item(s) failed; see %s", self.stage, len(self.failures), path)
         else:

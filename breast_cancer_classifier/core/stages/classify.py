@@ -24,16 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import io
+from .. import formats
 from .augmentation import draw_exam, draw_single_image, window_batch
-from .checkpoints.classifier import load_classifier, load_single_image_model
-from .errors import ExamListError, InputImageError, PipelineError
-from .exam_list import exam_names, load_exam_list, load_metadata
-from .failures import FailureReport
-from .prefetch import prefetch
-from .runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, check_precision, glibc_mallopt, log,
-                      precision_context, progress, resolve_device)
-from .views import LABELS, VIEWS, flip_for_model, view_angle
+from ..checkpoints.classifier import load_classifier, load_single_image_model
+from ..errors import ExamListError, InputImageError, PipelineError
+from ..exam_list import exam_names, load_exam_list, load_metadata
+from ..failures import FailureReport
+from ..prefetch import prefetch
+from ..runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, check_precision, glibc_mallopt, log,
+                       precision_context, progress, resolve_device)
+from ..views import LABELS, VIEWS, flip_for_model, view_angle
 
 STAGE = "run_model"
 
@@ -81,12 +81,12 @@ def read_joint_array(image_stem, view, horizontal_flip, heatmap_files=None, use_
     ``(malignant_path, benign_path)`` is given. ``image_stem`` is the image path without
     extension. Raises :class:`InputImageError` for missing, unreadable or mismatched files.
     """
-    image = io.read_image(image_stem, use_hdf5).astype(np.float32)
+    image = formats.read_image(image_stem, use_hdf5).astype(np.float32)
     channels = [image]
     if heatmap_files is not None:
         malignant_path, benign_path = heatmap_files
         for path in (benign_path, malignant_path):
-            heatmap = io.read_hdf5(path).astype(np.float32)
+            heatmap = formats.read_hdf5(path).astype(np.float32)
             if heatmap.shape != image.shape:
                 raise InputImageError(
                     f"{path}: heatmap is {heatmap.shape} but its image {image_stem} is "
@@ -116,7 +116,7 @@ def read_exam_inputs(exam, image_dir, heatmaps_dir, settings, map_views=map):
     def read_view(view):
         arrays = []
         for name in exam[view]:
-            heatmap_files = (io.heatmap_paths(heatmaps_dir, name) if settings.use_heatmaps
+            heatmap_files = (formats.heatmap_paths(heatmaps_dir, name) if settings.use_heatmaps
                              else None)
             arrays.append(read_joint_array(Path(image_dir) / name, view,
                                            exam["horizontal_flip"], heatmap_files,
@@ -261,7 +261,7 @@ def run_model(model_path, data_path, image_dir, output_path, settings, heatmaps_
     settings.check()
     if settings.use_heatmaps and heatmaps_dir is None:
         raise PipelineError("--use-heatmaps needs --heatmaps-path")
-    io.check_output_file(output_path, overwrite)
+    formats.check_output_file(output_path, overwrite)
     exam_list = load_exam_list(data_path)
     _check_exam_list_ready(exam_list, data_path)
     device = resolve_device(device_type, gpu_number)
@@ -273,7 +273,7 @@ def run_model(model_path, data_path, image_dir, output_path, settings, heatmaps_
     report = FailureReport(STAGE)
     predictions = classify_exams(exam_list, model, image_dir, heatmaps_dir, settings, device,
                                  report)
-    io.write_predictions_csv(output_path, predictions)
+    formats.write_predictions_csv(output_path, predictions)
     report.write(output_path)
     log.info("%s: wrote %s (%d exam(s))", STAGE, output_path, len(predictions))
     return report.exit_code(len(exam_list))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import formats
 from .errors import ExamListError
 from .views import VIEWS
 
@@ -109,7 +109,7 @@ def _write_structure(path, obj):
         data = pickle.dumps(obj, protocol=4)
     else:
         raise ExamListError(f"{path}: unknown extension; use .pkl for a pickle or .json")
-    io.write_bytes_atomic(path, data)
+    formats.write_bytes_atomic(path, data)
 
 
 # --------------------------------------------------------------------------- exam lists

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .errors import ExamListError, PipelineError
-from .exam_list import PICKLE_SUFFIXES, load_exam_list
-from .runtime import log
-from .views import LABELS
+from ..core import formats
+from ..core.errors import ExamListError, PipelineError
+from ..core.exam_list import PICKLE_SUFFIXES, load_exam_list
+from ..core.runtime import log
+from ..core.views import LABELS
 
 N_BOOTSTRAP = 2000
 CONFIDENCE = 0.95
@@ -64,7 +64,7 @@ def load_predictions(path, expected_rows=None, source="the labels"):
     where that number comes from, for the message.
     """
     try:
-        predictions = io.read_predictions_csv(path)
+        predictions = formats.read_predictions_csv(path)
     except (PipelineError, ValueError) as err:
         raise EvaluationInputError(f"{path}: cannot read predictions: {err}") from err
     if expected_rows is not None and len(predictions) != expected_rows:
@@ -406,7 +406,7 @@ def evaluate_files(predictions_path, labels_path, output_dir, n_bootstrap=N_BOOT
     kept = np.setdiff1d(np.arange(len(predictions)), result["excluded_rows"])
     title = Path(predictions_path).stem
     roc_png, pr_png = curve_figures(predictions[kept], labels[kept], result, title)
-    with io.staged_output_dir(output_dir, overwrite=overwrite) as stage:
+    with formats.staged_output_dir(output_dir, overwrite=overwrite) as stage:
         (stage / SUMMARY_JSON).write_text(json.dumps(result, indent=2) + "\n")
         (stage / SUMMARY_MD).write_text(summary_markdown(result, f"Evaluation of {title}"))
         (stage / ROC_PNG).write_bytes(roc_png)

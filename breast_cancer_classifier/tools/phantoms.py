@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .errors import ExamListError, InputImageError, OutputExistsError
-from .exam_list import load_exam_list, save_exam_list
-from .views import VIEWS, is_right, view_angle
+from ..core import formats
+from ..core.errors import ExamListError, InputImageError, OutputExistsError
+from ..core.exam_list import load_exam_list, save_exam_list
+from ..core.views import VIEWS, is_right, view_angle
 
 IMAGE_SHAPE = (832, 640)  # (H, W): a 3328 x 2560 detector at quarter resolution
 MAX_12BIT = 4095
@@ -138,7 +138,7 @@ def write_sample_data(output_dir, seed=0, num_exams=NUM_EXAMS, overwrite=False,
             unchanged.append(path)
             continue
         _check_replace(path, overwrite)
-        io.write_png(path, image)
+        formats.write_png(path, image)
         written.append(path)
     list_path = output_dir / EXAM_LIST_NAME
     if _same_exam_list(list_path, exam_list):
@@ -154,7 +154,7 @@ def _same_png(path, image):
     if not path.is_file():
         return False
     try:
-        return np.array_equal(io.read_mammogram_png(path), image)
+        return np.array_equal(formats.read_mammogram_png(path), image)
     except InputImageError:
         return False
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .views import INPUT_SIZE, VIEWS
+from ..views import INPUT_SIZE, VIEWS
 
 # SPEC 7.2: shift noise (rows, columns) and size noise, in pixels, when augmenting.
 AUGMENT_NOISE = (100, 100)

@@ -12,7 +12,6 @@ Only the standard library is used (``urllib``); the base address can be changed 
 from 127.0.0.1).
 """
 
-import hashlib
 import http.client
 import os
 import re
@@ -23,11 +22,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PipelineError
-from .io import atomic_path
-from .runtime import log, progress
+from ..core.errors import PipelineError
+from ..core.formats import atomic_path
+from ..core.hashing import git_blob_sha1
+from ..core.runtime import log, progress
+from .demo_marker import demo_weight_files, forget_demo_weights
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST_PATH = REPO_ROOT / "models" / "official_files.tsv"
 DEFAULT_MODELS_DIR = REPO_ROOT / "models"
 DEFAULT_SAMPLE_DIR = REPO_ROOT / "official_sample_data"
@@ -91,15 +92,6 @@ def read_manifest(path=MANIFEST_PATH):
         raise DownloadError(f"{path}: no '# ... commit <40 hex digits>' header line")
     return Manifest(commit, tuple(files))
 
-
-def git_blob_sha1(path):
-    """Git's blob SHA-1 of a file: ``sha1(b"blob <size>\\0" + content)``, read in chunks."""
-    path = Path(path)
-    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_verified(path, blob_sha1):
@@ -171,8 +163,6 @@ def download_official_files(weights=True, sample_data=False, models_dir=DEFAULT_
     is set. Per-file failures are collected and raised together as :class:`DownloadError`;
     an unreachable network stops at once with the list of files to fetch by hand.
     """
-    from .demo_weights import demo_weight_files, forget_demo_weights
-
     manifest = read_manifest(manifest_path)
     base_url = resolve_base_url(base_url)
     wanted = manifest.select(weights=weights, sample_data=sample_data)

@@ -4,7 +4,7 @@
 from a CSV manifest or from file names ``<exam>_<L|R>_<CC|MLO>.png``. It checks every image
 (present, a readable single-channel PNG, a known side and view, listed once), decides each
 exam's ``horizontal_flip`` and writes a report with one row per input file. The DICOM
-converter (:mod:`breast_cancer_classifier.dicom`) uses the same orientation rule, exam
+converter (:mod:`breast_cancer_classifier.tools.dicom`) uses the same orientation rule, exam
 assembly and report writer.
 
 Orientation. With ``horizontal_flip == "NO"`` left views have the chest wall at the left
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .errors import ExamListError, InputImageError, PipelineError
-from .exam_list import save_exam_list, validate_exam_list
-from .failures import EXIT_OK, EXIT_PARTIAL, FailureReport
-from .runtime import log, parallel_map
-from .views import LABELS, VIEWS
+from ..core import formats
+from ..core.errors import ExamListError, InputImageError, PipelineError
+from ..core.exam_list import save_exam_list, validate_exam_list
+from ..core.failures import EXIT_OK, EXIT_PARTIAL, FailureReport
+from ..core.runtime import log, parallel_map
+from ..core.views import LABELS, VIEWS
 
 KEPT, SKIPPED, FAILED = "kept", "skipped", "failed"
 EXPECTED, MIRRORED, UNKNOWN = "expected", "mirrored", "unknown"
@@ -149,7 +149,7 @@ def add_note(row, note):
 def check_outputs(paths, overwrite):
     """Refuse (before any work) to replace existing output files unless ``overwrite``."""
     for path in paths:
-        io.check_output_file(path, overwrite)
+        formats.check_output_file(path, overwrite)
 
 
 def default_report_path(exam_list_path):
@@ -159,7 +159,7 @@ def default_report_path(exam_list_path):
 
 
 def write_report(path, columns, rows):
-    io.write_csv(path, columns, [["" if row.get(c) is None else str(row.get(c)) for c in columns]
+    formats.write_csv(path, columns, [["" if row.get(c) is None else str(row.get(c)) for c in columns]
                                  for row in rows])
 
 
@@ -402,7 +402,7 @@ def _exam_value_problem(values, label_columns):
 def _check_png(path):
     """(bit depth, facing, error) of one PNG; error is '' when it is usable."""
     try:
-        image = io.read_mammogram_png(path)
+        image = formats.read_mammogram_png(path)
     except InputImageError as err:
         return None, None, str(err)
     return image.dtype.itemsize * 8, breast_facing(image), ""

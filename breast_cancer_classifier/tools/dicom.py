@@ -10,7 +10,7 @@
    :func:`mammogram_pixels`; each is written as a 16-bit PNG in its stored orientation.
 3. Exams. One exam per StudyInstanceUID (0020,000D); every image of a view goes into that
    view's list. ``horizontal_flip`` is decided from where the breast's pixel mass lies
-   (:mod:`breast_cancer_classifier.manifest`).
+   (:mod:`breast_cancer_classifier.tools.manifest`).
 
 A report CSV has one row per input file: kept, skipped (not a screening mammogram, with the
 reason) or failed (a screening mammogram by its header whose pixels could not be decoded, or
@@ -31,11 +31,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi
 
-from . import io
-from .errors import InputImageError, OutputExistsError
+from ..core import formats
+from ..core.errors import InputImageError, OutputExistsError
 from .manifest import (FAILED, KEPT, SKIPPED, add_note, assemble_exams, breast_facing,
                        check_outputs, default_report_path, finish, natural_key, orientation)
-from .runtime import parallel_map
+from ..core.runtime import parallel_map
 
 PNG_FULL_SCALE = 65535  # 16-bit PNG; SPEC 10: v -> round(v * 65535 / (2^BitsStored - 1))
 FOR_PRESENTATION, FOR_PROCESSING = "FOR PRESENTATION", "FOR PROCESSING"
@@ -373,7 +373,7 @@ def _convert_file(task):
                           f"{type(err).__name__}: {err}")
     try:
         image, notes = mammogram_pixels(stored, ds, apply_voi_lut)
-        io.write_png(png_path, image)
+        formats.write_png(png_path, image)
     except (ValueError, TypeError, KeyError, AttributeError, InputImageError, OSError) as err:
         return None, [], f"cannot convert pixel data: {type(err).__name__}: {err}"
     return breast_facing(image), notes, ""
@@ -461,9 +461,9 @@ def dicom_to_exam_list(dicom_dir, output_data_dir, exam_list_path, *, num_proces
     Writes ``<output_data_dir>/<short_file_path>.png`` (16-bit), the exam list (pickle, or
     JSON for ``.json``) and the report CSV (default ``<exam list>.report.csv``). Existing
     outputs are refused unless ``overwrite``; the output folder is built aside and swapped
-    in whole. Returns a :class:`~breast_cancer_classifier.manifest.ExamListResult` whose
+    in whole. Returns a :class:`~breast_cancer_classifier.tools.manifest.ExamListResult` whose
     exit code is 0, or 3 when some mammograms failed; raises
-    :class:`~breast_cancer_classifier.errors.PipelineError` (after writing the report) when
+    :class:`~breast_cancer_classifier.core.errors.PipelineError` (after writing the report) when
     no image could be kept.
     """
     dicom_dir = Path(dicom_dir)
@@ -481,7 +481,7 @@ def dicom_to_exam_list(dicom_dir, output_data_dir, exam_list_path, *, num_proces
                            num_processes, desc="headers")
     rows = [row for row, _ in scanned]
     candidates = _skip_duplicate_instances([(r, c) for r, c in scanned if c is not None])
-    with io.staged_output_dir(output_data_dir, overwrite) as stage:
+    with formats.staged_output_dir(output_data_dir, overwrite) as stage:
         images = _name_images(_convert_candidates(candidates, stage, apply_voi_lut,
                                                   num_processes))
         for image in images:

@@ -6,9 +6,9 @@ its CSVs with these figures; a difference above :data:`TOLERANCE` fails.
 
 import numpy as np
 
-from . import io
-from .errors import PipelineError
-from .views import LABELS
+from ..core import formats
+from ..core.errors import PipelineError
+from ..core.views import LABELS
 
 TOLERANCE = 0.002  # issue 6: the largest difference `make reproduce` accepts
 
@@ -39,7 +39,7 @@ def compare_with_published(predictions_paths):
              "| --- | --- | --- | --- | --- | --- |"]
     worst = 0.0
     for model, path in predictions_paths.items():
-        ours = io.read_predictions_csv(path)
+        ours = formats.read_predictions_csv(path)
         expected = PUBLISHED[model]
         if ours.shape != expected.shape:
             raise PipelineError(f"{path}: expected {expected.shape[0]} rows of predictions "

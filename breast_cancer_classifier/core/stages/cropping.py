@@ -16,12 +16,12 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from . import io
-from .errors import ExamListError, InputImageError
-from .exam_list import STAGE_KEYS, add_stage_key, exam_names, iter_images
-from .failures import FailureReport, outcome
-from .runtime import log, parallel_map
-from .views import VIEWS, view_side
+from .. import formats
+from ..errors import ExamListError, InputImageError
+from ..exam_list import STAGE_KEYS, add_stage_key, exam_names, iter_images
+from ..failures import FailureReport, outcome
+from ..runtime import log, parallel_map
+from ..views import VIEWS, view_side
 
 NUM_ITERATIONS = 100  # SPEC §4 step 3/5
 BUFFER_SIZE = 50  # SPEC §4 steps 8 and 10
@@ -164,13 +164,13 @@ def crop_mammogram_array(image, view, horizontal_flip, iterations=NUM_ITERATIONS
 def crop_mammogram_file(input_path, output_path, view, horizontal_flip,
                         iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE):
     """Read ``input_path``, crop it and write the cropped PNG atomically to ``output_path``."""
-    image = io.read_mammogram_png(input_path)
+    image = formats.read_mammogram_png(input_path)
     try:
         cropped, result = crop_mammogram_array(image, view, horizontal_flip,
                                                iterations, buffer_size)
     except InputImageError as err:
         raise InputImageError(f"{input_path}: {err}") from None
-    io.write_png(output_path, cropped)
+    formats.write_png(output_path, cropped)
     return result
 
 
@@ -242,15 +242,15 @@ def run_crop_mammograms(exam_list_path, input_dir, output_dir, cropped_exam_list
     and the cropped exam list is written atomically; existing outputs are refused unless
     ``overwrite``.
     """
-    from .exam_list import load_exam_list, save_exam_list
+    from ..exam_list import load_exam_list, save_exam_list
 
-    io.check_output_file(cropped_exam_list_path, overwrite)
+    formats.check_output_file(cropped_exam_list_path, overwrite)
     exam_list = load_exam_list(exam_list_path)
     failures = FailureReport("crop_mammogram")
     # The original keeps the list inside the image folder (run.sh's default): then it
     # must be written into the staged folder, or the folder swap would drop it.
     inside = _relative_to(cropped_exam_list_path, output_dir)
-    with io.staged_output_dir(output_dir, overwrite) as stage:
+    with formats.staged_output_dir(output_dir, overwrite) as stage:
         cropped = crop_exam_list(exam_list, input_dir, stage, num_processes, iterations,
                                  buffer_size, failures)
         save_exam_list(cropped, stage / inside if inside else cropped_exam_list_path)
@@ -269,10 +269,10 @@ def _relative_to(path, folder):
 def run_crop_single(mammogram_path, view, horizontal_flip, cropped_path, metadata_path,
                     iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE, overwrite=False):
     """Single-image stage 1 (SPEC §9): cropped PNG plus metadata pickle/JSON."""
-    from .exam_list import save_metadata
+    from ..exam_list import save_metadata
 
     for path in (cropped_path, metadata_path):
-        io.check_output_file(path, overwrite)
+        formats.check_output_file(path, overwrite)
     result = crop_mammogram_file(mammogram_path, cropped_path, view, horizontal_flip,
                                  iterations, buffer_size)
     save_metadata(single_metadata(view, horizontal_flip, result), metadata_path)

@@ -27,13 +27,13 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 
-from . import io
-from .errors import InputImageError, PipelineError
+from ..core import formats
+from ..core.errors import InputImageError, PipelineError
 from .evaluate import EvaluationInputError, load_predictions
-from .exam_list import exam_names, load_exam_list, load_metadata
-from .failures import FailureReport
-from .runtime import progress
-from .views import LABELS, VIEWS
+from ..core.exam_list import exam_names, load_exam_list, load_metadata
+from ..core.failures import FailureReport
+from ..core.runtime import progress
+from ..core.views import LABELS, VIEWS
 
 # Views as radiologists hang them: rows (CC, MLO) x columns (right views, left views).
 HANGING = (("R-CC", "L-CC"), ("R-MLO", "L-MLO"))
@@ -254,18 +254,18 @@ RUN_SINGLE_MODELS = ("image-only model", "image+heatmaps model")  # run_single.s
 # --------------------------------------------------------------------------- exams
 def load_panel(cropped_dir, heatmaps_dir, short_file_path, horizontal_flip, use_hdf5=False):
     """Read a cropped image and (if ``heatmaps_dir``) its heatmaps; return its display panel."""
-    image_path = io.image_path(cropped_dir, short_file_path, use_hdf5)
-    image = io.read_image(Path(cropped_dir) / short_file_path, use_hdf5)
+    image_path = formats.image_path(cropped_dir, short_file_path, use_hdf5)
+    image = formats.read_image(Path(cropped_dir) / short_file_path, use_hdf5)
     heatmaps = {}
     if heatmaps_dir is not None:
-        paths = dict(zip(HEATMAP_KINDS, io.heatmap_paths(heatmaps_dir, short_file_path)))
+        paths = dict(zip(HEATMAP_KINDS, formats.heatmap_paths(heatmaps_dir, short_file_path)))
         heatmaps = {kind: _read_heatmap(path, image.shape, image_path)
                     for kind, path in paths.items()}
     return prepare_panel(image, heatmaps, horizontal_flip, title=short_file_path)
 
 
 def _read_heatmap(path, shape, image_path):
-    heatmap = io.read_hdf5(path)
+    heatmap = formats.read_hdf5(path)
     if heatmap.shape != tuple(shape):
         raise InputImageError(f"{path}: heatmap is {heatmap.shape} but its cropped image "
                               f"{image_path} is {tuple(shape)}; were both made from the same "
@@ -310,7 +310,7 @@ def visualize_exams(exam_list_path, cropped_dir, output_dir, heatmaps_dir=None,
              for p in prediction_paths]
     width = len(str(max(len(exams) - 1, 0)))
     report = FailureReport("visualize")
-    with io.staged_output_dir(output_dir, overwrite=overwrite) as stage:
+    with formats.staged_output_dir(output_dir, overwrite=overwrite) as stage:
         for index, exam in enumerate(progress(exams, desc="visualize", unit="exam")):
             rows = [(name, predictions[index]) for name, predictions in named]
             try:
@@ -339,13 +339,13 @@ def visualize_single_image(cropped_path, metadata_path, output_path, malignant_p
     Heatmaps are optional (both or none). ``prediction_paths``: files holding the JSON
     lines ``run_single.sh`` prints. The view and ``horizontal_flip`` come from the metadata.
     """
-    io.check_output_file(output_path, overwrite)
+    formats.check_output_file(output_path, overwrite)
     if (malignant_path is None) != (benign_path is None):
         raise EvaluationInputError("give both heatmaps (malignant and benign) or neither")
     meta = load_metadata(metadata_path)
     cropped_path = Path(cropped_path)
-    image = (io.read_hdf5(cropped_path) if cropped_path.suffix.lower() == ".hdf5"
-             else io.read_mammogram_png(cropped_path))
+    image = (formats.read_hdf5(cropped_path) if cropped_path.suffix.lower() == ".hdf5"
+             else formats.read_mammogram_png(cropped_path))
     heatmaps = {}
     if malignant_path is not None:
         # SPEC 9 quirk: single-image heatmaps are never mirrored, i.e. they are in the
@@ -363,6 +363,6 @@ def visualize_single_image(cropped_path, metadata_path, output_path, malignant_p
         lines.append(Note(note))
     fig, _ = draw_figure({view: panel}, ((view,),), HEATMAP_KINDS if heatmaps else (),
                          lines, heatmap_max)
-    io.write_bytes_atomic(output_path, png_bytes(fig))
+    formats.write_bytes_atomic(output_path, png_bytes(fig))
     return Path(output_path)
 

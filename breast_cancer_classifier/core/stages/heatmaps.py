@@ -22,7 +22,6 @@ step for the images after it:
   it either: it stops the whole run there).
 """
 
-import functools
 import itertools
 import random
 from contextlib import closing
@@ -30,22 +29,20 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
-from .errors import InputImageError
-from .exam_list import iter_images, load_exam_list
-from .failures import FailureReport
-from .prefetch import prefetch
-from .runtime import (M_MMAP_THRESHOLD, check_precision, glibc_mallopt, log,
-                      precision_context, progress, resolve_device, runs_on_cpu)
-from .views import VIEWS, flip_for_model
+from .. import formats
+from ..errors import InputImageError
+from ..exam_list import iter_images, load_exam_list
+from ..failures import FailureReport
+from ..prefetch import prefetch
+from ..patch_runtime import load_patch_runtime
+from ..runtime import log, progress
+from ..views import VIEWS, flip_for_model
 
 PATCH_SIZE = 256  # SPEC 6
 STRIDE = 70  # SPEC 6: fixed stride (the reference's "more_patches" = 5 is then unused)
 MALIGNANT_COLUMN, BENIGN_COLUMN = 0, 1  # SPEC 6 step 4: softmax columns used
 STD_FLOOR = 1e-5  # SPEC 6 step 1
 DEFAULT_BATCH_SIZE, DEFAULT_SEED = 100, 0
-CPU_MAX_FORWARD = 25  # patches per forward pass on the CPU (memory bound, _forward_pieces)
-MMAP_THRESHOLD = 1 << 20  # glibc: blocks from 1 MiB up are mmapped (_limit_heap_fragmentation)
 STAGE = "heatmaps"
 
 
@@ -148,59 +145,7 @@ class _ImageHeatmaps:
         return self.sums[0] / counts, self.sums[1] / counts
 
 
-# --------------------------------------------------------------------------- the model
-def classify_patches(model, batch, device, max_forward=None, precision="fp32"):
-    """Softmax probabilities (N, 4) float32 for an (N, 256, 256, 3) float32 batch.
-
-    The model gets the batch's NCHW view without a copy (channels-last memory), the layout
-    that reproduces the reference bit for bit on CPU (SPEC 6 step 3). On the CPU the batch
-    runs in near-equal pieces of at most ``max_forward`` patches (default
-    ``CPU_MAX_FORWARD``) to bound activation memory; see ``_forward_pieces``.
-    ``precision`` other than fp32 (``--precision``) runs the model under
-    ``runtime.precision_context``.
-    """
-    import torch
-
-    on_cpu = torch.device(device).type == "cpu"
-    if on_cpu:
-        _limit_heap_fragmentation()
-    if max_forward is None:
-        max_forward = CPU_MAX_FORWARD if on_cpu else len(batch)
-    with torch.inference_mode(), precision_context(precision, device):
-        outputs = []
-        for start, stop in _forward_pieces(len(batch), max_forward):
-            x = torch.from_numpy(batch[start:stop]).permute(0, 3, 1, 2).to(device)
-            outputs.append(torch.softmax(model(x), dim=1).float().cpu())
-        return torch.cat(outputs).numpy()
-
-
-def _forward_pieces(n, max_forward):
-    """(start, stop) of ``ceil(n / max_forward)`` consecutive pieces whose sizes differ by <= 1.
-
-    A batch of 100 patches holds about 1.2 GB of DenseNet activations; pieces of 25 hold a
-    quarter. The CPU kernels give every patch the same result whatever the batch size from
-    about ten patches up (checked on the parity kit: the heatmaps stay bit-identical), and
-    equal splitting never makes a piece smaller than half of ``max_forward``; a batch of at
-    most ``max_forward`` patches (such as the last, short batch of an exam) runs whole.
-    """
-    pieces = max(1, -(-n // max(1, max_forward)))
-    bounds = [n * i // pieces for i in range(pieces + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-@functools.lru_cache(maxsize=None)
-def _limit_heap_fragmentation():
-    """Have glibc serve every block of 1 MiB or more with its own mmap (Linux only).
-
-    A forward pass allocates and frees hundreds of MB of activations. By default glibc
-    raises its mmap threshold as large blocks are freed (up to 32 MiB) and keeps the freed
-    memory in its heap, where it fragments: peak RSS for a real CC image grew from about
-    1.2 GB to 1.7 GB. With a fixed threshold freed activations go straight back to the
-    system. Only memory use changes, never a number. Process-wide, applied once.
-    """
-    glibc_mallopt((M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-
-
+# --------------------------------------------------------------------------- the stream
 def run_patch_stream(classify, images, batch_size, on_done=None, bar=None):
     """Classify the patches of ``images`` (an iterable of _ImageHeatmaps) in batches.
 
@@ -281,9 +226,9 @@ def _prepared_images(exam, image_dir, use_hdf5, rng, report, bar):
     """Yield an _ImageHeatmaps per readable image of an exam, drawing strides in order."""
     for view in VIEWS:
         for list_index, name in enumerate(exam[view]):
-            path = io.image_path(image_dir, name, use_hdf5)
+            path = formats.image_path(image_dir, name, use_hdf5)
             try:
-                raw = io.read_image(Path(image_dir) / name, use_hdf5)
+                raw = formats.read_image(Path(image_dir) / name, use_hdf5)
             except InputImageError as err:
                 report.add(name, err)
                 _draw_for_failed_image(exam, view, list_index, name, rng)
@@ -320,9 +265,9 @@ def produce_heatmaps(exam_list, image_dir, output_dir, classify, *,
 
     def save(item):
         malignant, benign = item.heatmaps()
-        malignant_path, benign_path = io.heatmap_paths(output_dir, item.name)
-        io.write_hdf5(malignant_path, flip_for_model(malignant, item.view, item.horizontal_flip))
-        io.write_hdf5(benign_path, flip_for_model(benign, item.view, item.horizontal_flip))
+        malignant_path, benign_path = formats.heatmap_paths(output_dir, item.name)
+        formats.write_hdf5(malignant_path, flip_for_model(malignant, item.view, item.horizontal_flip))
+        formats.write_hdf5(benign_path, flip_for_model(benign, item.view, item.horizontal_flip))
         item.image = item.sums = None  # release the image before the stream moves on
         image_bar.update()
 
@@ -344,35 +289,6 @@ def _counted(items, bar):
         yield item
 
 
-def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkpoint=False,
-                       runtime="auto", precision="fp32"):
-    """Load the patch checkpoint and wrap it in the runtime asked for (``patch_runtime``).
-
-    ONNX Runtime on the CPU (``auto`` or ``onnxruntime``, fp32) is set up without importing
-    PyTorch in this process: its memory (about 0.7 GB) stays out of the stage. A reduced
-    ``precision`` runs on PyTorch (``auto`` picks it; ``onnxruntime`` is refused).
-    """
-    from .patch_runtime import (OnnxRuntime, check_onnxruntime_installed, check_runtime_name,
-                                make_patch_runtime, onnxruntime_available)
-
-    check_runtime_name(runtime, precision)
-    wants_onnx = precision == "fp32" and (
-        runtime == "onnxruntime" or (runtime == "auto" and onnxruntime_available()))
-    if wants_onnx and runs_on_cpu(device_type):
-        check_onnxruntime_installed()
-        classify = OnnxRuntime.for_checkpoint(model_path, trust=trust_checkpoint)
-    else:
-        from .checkpoints.patch import load_patch_classifier
-
-        device = resolve_device(device_type, gpu_number)
-        check_precision(precision, device)  # before the model is loaded
-        model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
-        classify = make_patch_runtime(runtime, model, device, model_path,
-                                      trust=trust_checkpoint, precision=precision)
-    log.debug("%s: patch classifier run by %s at %s", STAGE, classify.name, precision)
-    return classify
-
-
 def run_producer(model_path, data_path, image_path, output_heatmap_path, *,
                  batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED, device_type="cpu",
                  gpu_number=0, use_hdf5=False, overwrite=False, trust_checkpoint=False,
@@ -384,7 +300,7 @@ def run_producer(model_path, data_path, image_path, output_heatmap_path, *,
     """
     exam_list = load_exam_list(data_path)
     report = FailureReport(STAGE)
-    with io.staged_output_dir(output_heatmap_path, overwrite) as stage_dir:
+    with formats.staged_output_dir(output_heatmap_path, overwrite) as stage_dir:
         classify = load_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint,
                                       runtime, precision)
         total = produce_heatmaps(exam_list, image_path, stage_dir, classify,
@@ -419,8 +335,8 @@ def produce_single_heatmaps(classify, cropped_mammogram_path, metadata, *,
 def _read_single_image(path):
     path = Path(path)
     if path.suffix.lower() in (".hdf5", ".h5"):
-        return io.read_hdf5(path)
-    return io.read_mammogram_png(path)
+        return formats.read_hdf5(path)
+    return formats.read_mammogram_png(path)
 
 
 def run_producer_single(model_path, cropped_mammogram_path, metadata_path,
@@ -429,16 +345,16 @@ def run_producer_single(model_path, cropped_mammogram_path, metadata_path,
                         gpu_number=0, proper_mirroring=False, overwrite=False,
                         trust_checkpoint=False, runtime="auto", precision="fp32"):
     """The ``run_producer_single.py`` command. Returns exit status 0 (errors raise)."""
-    from .exam_list import load_metadata
+    from ..exam_list import load_metadata
 
     metadata = load_metadata(metadata_path)
     for path in (heatmap_path_malignant, heatmap_path_benign):
-        io.check_output_file(path, overwrite)
+        formats.check_output_file(path, overwrite)
     classify = load_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint,
                                   runtime, precision)
     malignant, benign = produce_single_heatmaps(
         classify, cropped_mammogram_path, metadata, batch_size=batch_size, seed=seed,
         proper_mirroring=proper_mirroring)
-    io.write_hdf5(heatmap_path_malignant, malignant)
-    io.write_hdf5(heatmap_path_benign, benign)
+    formats.write_hdf5(heatmap_path_malignant, malignant)
+    formats.write_hdf5(heatmap_path_benign, benign)
     return 0
