@@ -1,58 +1,13 @@
 """Score a predictions CSV against labels: breast-level ROC AUC and PR AUC with bootstrap CIs.
 
-    python src/utilities/evaluate.py --predictions sample_output/image_predictions.csv \
-        --labels labels.csv --output-dir sample_output/evaluation
-
-``--labels`` is a CSV with the columns left_benign,right_benign,left_malignant,right_malignant
-(rows in exam-list order) or an exam list (.pkl/.json) whose exams carry ``cancer_label``.
+Kept at the original's path; the same command is ``bcc evaluate``.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse  # noqa: E402
-
-from breast_cancer_classifier.tools import evaluate
-from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
-
-PROG = "evaluate"
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    parser.add_argument("--predictions", "--predictions-path", dest="predictions_path",
-                        required=True, help="predictions CSV (one row per exam, exam-list order)")
-    parser.add_argument("--labels", "--labels-path", dest="labels_path", required=True,
-                        help="labels CSV with the four label columns, or an exam list "
-                             "(.pkl/.json) with 'cancer_label' per exam")
-    parser.add_argument("--output-dir", required=True,
-                        help="folder for summary.json, summary.md, roc_curves.png, pr_curves.png")
-    parser.add_argument("--n-bootstrap", type=int, default=evaluate.N_BOOTSTRAP,
-                        help="bootstrap resamples of exams (default %(default)s; 0 for no CIs)")
-    parser.add_argument("--seed", type=int, default=evaluate.SEED,
-                        help="seed of the bootstrap (default %(default)s)")
-    parser.add_argument("--confidence", type=float, default=evaluate.CONFIDENCE,
-                        help="confidence level of the intervals (default %(default)s)")
-    add_overwrite_flag(parser)
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.n_bootstrap < 0 or not 0 < args.confidence < 1:
-        build_parser().error("--n-bootstrap must be >= 0 and --confidence between 0 and 1")
-
-    def body():
-        result = evaluate.evaluate_files(args.predictions_path, args.labels_path,
-                                         args.output_dir, n_bootstrap=args.n_bootstrap,
-                                         seed=args.seed, confidence=args.confidence,
-                                         overwrite=args.overwrite)
-        print(evaluate.summary_markdown(result, f"Evaluation of {args.predictions_path}"), end="")
-        return 0
-
-    run_cli(PROG, body)
-
+from breast_cancer_classifier.commands.evaluate import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

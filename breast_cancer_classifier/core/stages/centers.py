@@ -118,10 +118,11 @@ def get_optimal_centers(exam_list, data_prefix, num_processes=1, failures=None):
             failures.add(name, error)
         else:
             centers[name] = center
-    return [_exam_with_centers(exam, centers) for exam in exam_list]
+    return [exam_with_centers(exam, centers) for exam in exam_list]
 
 
-def _exam_with_centers(exam, centers):
+def exam_with_centers(exam, centers):
+    """``exam`` with its failed images left out (with their stage-1 values) and best_center."""
     new = dict(exam)
     for view in VIEWS:
         keep = [i for i, n in enumerate(exam[view]) if n in centers]

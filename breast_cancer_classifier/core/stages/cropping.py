@@ -204,10 +204,11 @@ def crop_exam_list(exam_list, input_dir, output_dir, num_processes=1,
         else:
             results[name] = result
             log.debug("%s: window %s", name, result.window_location)
-    return [_cropped_exam(exam, results) for exam in exam_list]
+    return [cropped_exam(exam, results) for exam in exam_list]
 
 
-def _cropped_exam(exam, results):
+def cropped_exam(exam, results):
+    """``exam`` with its failed images left out and the stage-1 keys of ``results`` added."""
     kept = {view: [n for n in exam[view] if n in results] for view in VIEWS}
     new = dict(exam)
     new.update(kept)

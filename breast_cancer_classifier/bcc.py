@@ -1,0 +1,155 @@
+"""``bcc``: the whole pipeline and its tools behind one command.
+
+    bcc run --exam-list PATH --data-folder DIR --output-dir DIR [--continue] [--overwrite] ...
+    bcc single IMAGE VIEW [--output-dir DIR] ...
+    bcc dicom | exam-list | visualize | evaluate | download | demo-weights  [their flags]
+
+``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); the
+tool commands are those of the scripts under ``src/utilities/``, with the same flags.
+Exit status: 0 done, 3 some items failed (the rest is complete), 1 nothing could be done,
+2 bad arguments, exam list, checkpoint or settings, or an existing output.
+"""
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .cli import (add_device_flags, add_overwrite_flag, add_precision_flag, add_runtime_flag,
+                  add_trust_flag, positive_int, run_cli)
+
+# Tool command -> module of breast_cancer_classifier.commands (and script of src/utilities).
+TOOLS = {
+    "dicom": "dicom_to_exam_list",
+    "exam-list": "make_exam_list",
+    "visualize": "visualize",
+    "evaluate": "evaluate",
+    "download": "download_files",
+    "demo-weights": "make_demo_weights",
+}
+
+
+def _common_flags(parser, defaults):
+    """Flags ``run`` and ``single`` share; ``defaults`` gives the model paths and epochs."""
+    parser.add_argument("--patch-model-path", default=defaults.patch_model_path)
+    parser.add_argument("--image-model-path", default=defaults.image_model_path)
+    parser.add_argument("--imageheatmaps-model-path", default=defaults.imageheatmaps_model_path)
+    add_device_flags(parser)
+    parser.set_defaults(device_type="gpu")
+    parser.add_argument("--num-epochs", type=positive_int, default=defaults.num_epochs,
+                        help="augmented repetitions averaged by the classifiers (default 10)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--heatmap-batch-size", type=positive_int,
+                        default=defaults.heatmap_batch_size, help="patches per batch (stage 3)")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help="repetitions per classifier batch (numbers do not change)")
+    add_runtime_flag(parser)
+    add_precision_flag(parser)
+    add_trust_flag(parser)
+    add_overwrite_flag(parser)
+
+
+def build_parser():
+    from .core.engine import EngineSettings
+    from .core.single import SingleSettings
+
+    parser = argparse.ArgumentParser(prog="bcc", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the pipeline on an exam list, into one folder",
+                              description="Crop, centers, heatmaps and both exam classifiers "
+                              "on an exam list, in one process, into one output folder "
+                              "(run.sh's files and names, plus a plan and a run record).")
+    run.add_argument("--exam-list", required=True,
+                     help="exam list before cropping (pickle or .json)")
+    run.add_argument("--data-folder", required=True, help="folder of the input PNGs")
+    run.add_argument("--output-dir", required=True)
+    _common_flags(run, EngineSettings())
+    run.add_argument("--num-processes", type=positive_int, default=10,
+                     help="processes for stages 1-2 (default 10)")
+    run.add_argument("--continue", dest="resume", action="store_true",
+                     help="resume the run in --output-dir: finished exams whose files still "
+                     "match the run manifest are kept, the rest is computed")
+    run.add_argument("--exams", help="run only these exams' heatmaps and classifiers, e.g. "
+                     "'0,4-7' (0-based); the CSVs are written once every exam is done")
+    run.add_argument("--visualize", action="store_true",
+                     help="also draw overlay pictures into OUTPUT/visualizations")
+    run.add_argument("--note", help="an extra warning line on every picture")
+
+    single = commands.add_parser("single", help="the single-image path",
+                                 description="Crop, center, heatmaps and the two image-wise "
+                                 "classifiers for one image; prints one JSON line per model.")
+    single.add_argument("image", help="the mammogram (16-bit PNG)")
+    single.add_argument("view", help="L-CC, R-CC, L-MLO or R-MLO")
+    single.add_argument("--output-dir", default="sample_single_output")
+    single.add_argument("--horizontal-flip", default="NO", choices=["NO", "YES"])
+    single.add_argument("--proper-mirroring", action="store_true",
+                        help="mirror right-side images for the heatmaps (the reference does "
+                        "not: SPEC 9); changes the numbers")
+    _common_flags(single, SingleSettings())
+
+    for name, module in TOOLS.items():
+        commands.add_parser(name, add_help=False, help=f"as src/utilities/{module}.py "
+                            f"(bcc {name} --help lists its flags)")
+    return parser
+
+
+def _run(args):
+    from .core.engine import EngineSettings
+    from .core.pipeline import run_pipeline
+
+    settings = EngineSettings(
+        patch_model_path=args.patch_model_path, image_model_path=args.image_model_path,
+        imageheatmaps_model_path=args.imageheatmaps_model_path, device_type=args.device_type,
+        gpu_number=args.gpu_number, precision=args.precision, runtime=args.runtime,
+        heatmap_batch_size=args.heatmap_batch_size, batch_size=args.batch_size,
+        num_epochs=args.num_epochs, seed=args.seed, trust_checkpoint=args.trust_checkpoint)
+    status = run_pipeline(args.exam_list, args.data_folder, args.output_dir, settings,
+                          num_processes=args.num_processes, resume=args.resume,
+                          overwrite=args.overwrite, exams=args.exams)
+    if args.visualize and status in (0, 3) and not args.exams:
+        status = max(status, _pictures(args.output_dir, args.note))
+    return status
+
+
+def _pictures(output_dir, note):
+    from .core.pipeline import RunLayout
+    from .tools.visualize import visualize_exams
+
+    layout = RunLayout(output_dir)
+    return visualize_exams(layout.data_pkl, layout.cropped_dir, layout.root / "visualizations",
+                           heatmaps_dir=layout.heatmaps_dir,
+                           prediction_paths=list(layout.csvs.values()), note=note,
+                           overwrite=True)
+
+
+def _single(args):
+    from .core.single import SingleSettings, run_single
+
+    settings = SingleSettings(
+        patch_model_path=args.patch_model_path, image_model_path=args.image_model_path,
+        imageheatmaps_model_path=args.imageheatmaps_model_path, device_type=args.device_type,
+        gpu_number=args.gpu_number, precision=args.precision, runtime=args.runtime,
+        heatmap_batch_size=args.heatmap_batch_size, batch_size=args.batch_size,
+        num_epochs=args.num_epochs, seed=args.seed, horizontal_flip=args.horizontal_flip,
+        proper_mirroring=args.proper_mirroring, trust_checkpoint=args.trust_checkpoint)
+    run_single(args.image, args.view, args.output_dir, settings, overwrite=args.overwrite)
+    return 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        module = importlib.import_module(f"{__package__}.commands.{TOOLS[argv[0]]}")
+        return module.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        sys.exit(2)
+    run_cli(f"bcc {args.command}", lambda: (_run if args.command == "run" else _single)(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Stages 1 and 2 in one pass per image: crop, write the cropped PNG, find the best center.
+
+The engine's pass 1. Each worker crops an image and finds its center from the crop it just
+made, so no cropped PNG is decoded again (the file scripts decode it a second time in
+stage 2). The results are those of ``crop_mammogram.py`` then ``get_optimal_centers.py``:
+an image that fails either step is left out of its view's list (SPEC 4 and 5), and its
+failure is reported under that step's name.
+"""
+
+from pathlib import Path
+
+from .. import formats
+from ..errors import ExamListError, InputImageError
+from ..exam_list import exam_names, iter_images
+from ..failures import FailureReport, outcome
+from ..runtime import parallel_map
+from ..views import flip_for_model
+from .centers import exam_with_centers, get_optimal_center
+from .cropping import BUFFER_SIZE, NUM_ITERATIONS, STAGE1_KEYS, crop_mammogram_array, cropped_exam
+
+CROP_STAGE, CENTER_STAGE = "crop_mammogram", "get_optimal_centers"
+
+
+def crop_and_center_file(input_path, output_path, view, horizontal_flip,
+                         iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE):
+    """Crop one mammogram into ``output_path`` and find its center.
+
+    Returns ``(CropResult, (center, None))``, or ``(CropResult, (None, message))`` when only
+    the center failed; a failed crop raises.
+    """
+    image = formats.read_mammogram_png(input_path)
+    try:
+        cropped, result = crop_mammogram_array(image, view, horizontal_flip, iterations,
+                                               buffer_size)
+    except InputImageError as err:
+        raise InputImageError(f"{input_path}: {err}") from None
+    formats.write_png(output_path, cropped)
+    center = outcome(get_optimal_center, flip_for_model(cropped, view, horizontal_flip), view,
+                     result.rightmost_points, result.bottommost_points, name=output_path)
+    return result, center
+
+
+def _task(task):
+    """Process-pool worker: never raises (one image's failure is a message)."""
+    return outcome(crop_and_center_file, *task, name=task[0])
+
+
+def preprocess_exam_list(exam_list, input_dir, output_dir, num_processes=1,
+                         iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE, reports=None):
+    """Stages 1 and 2 of ``exam_list``: ``(cropped exam list, exam list with centers)``.
+
+    Cropped PNGs are written under ``output_dir``. ``reports`` = ``(crop, centers)``
+    FailureReports collect the failed images of each step.
+    """
+    crop_report, center_report = reports or (FailureReport(CROP_STAGE),
+                                             FailureReport(CENTER_STAGE))
+    for exam in exam_list:
+        for key in STAGE1_KEYS + ("best_center",):
+            if key in exam:
+                raise ExamListError(f"exam {exam_names(exam)}: already has key {key!r}; give "
+                                    "the exam list from before cropping")
+    images = list(iter_images(exam_list))
+    tasks = [(Path(input_dir) / f"{name}.png", Path(output_dir) / f"{name}.png", view,
+              exam_list[e]["horizontal_flip"], iterations, buffer_size)
+             for e, view, _, name in images]
+    results, centers = {}, {}
+    for (_, _, _, name), (value, error) in zip(images, parallel_map(
+            _task, tasks, num_processes, desc="Crop and centers")):
+        if error:
+            crop_report.add(name, error)
+            continue
+        results[name], (center, center_error) = value
+        if center_error:
+            center_report.add(name, center_error)
+        else:
+            centers[name] = center
+    cropped = [cropped_exam(exam, results) for exam in exam_list]
+    return cropped, [exam_with_centers(exam, centers) for exam in cropped]
