@@ -1,5 +1,6 @@
 # Quick start: `make demo` runs the pipeline on the sample data, `make test` runs the tests.
-# Both create .venv from requirements.txt on first use.
+# Both create .venv from requirements.txt on first use and install the project into it
+# (editable), which gives .venv/bin/bcc.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,9 +12,12 @@ REPRO := reproduce_output
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+# The dependencies (requirements.txt, setuptools included), then the project itself, editable
+# and without fetching anything again: this puts the `bcc` command in $(VENV)/bin.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 test: $(STAMP)

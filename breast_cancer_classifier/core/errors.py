@@ -1,8 +1,12 @@
 """One exception family for the whole pipeline.
 
 Every message names the file (or exam and key) involved, what was expected and what was
-found, so that a user can fix the input without reading the code.
+found, so that a user can fix the input without reading the code. Every exception class of
+the package is defined in this module (``tests/test_layout.py`` checks); the modules that
+raise them import them from here.
 """
+
+import pickle
 
 
 class PipelineError(Exception):
@@ -27,3 +31,26 @@ class OutputExistsError(PipelineError):
 
 class SettingsError(PipelineError):
     """Options that do not fit together, or do not fit this machine (exit status 2)."""
+
+
+class EvaluationInputError(ExamListError):
+    """Labels or predictions that cannot be read or do not line up (exit status 2).
+
+    Raised by ``tools.evaluate`` and ``tools.visualize``.
+    """
+
+
+class DownloadError(PipelineError):
+    """A file could not be fetched, or what was fetched is not the official file.
+
+    Raised by ``tools.download``.
+    """
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle references something an exam list never holds; it was not loaded.
+
+    Raised by ``exam_list.safe_unpickle``; readers turn it into :class:`ExamListError`.
+    Deliberately not a :class:`PipelineError`: callers of ``safe_unpickle`` that catch
+    ``pickle.UnpicklingError`` keep catching it.
+    """

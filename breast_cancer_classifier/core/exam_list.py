@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import formats
-from .errors import ExamListError
+from .errors import ExamListError, UnsafePickleError
 from .views import VIEWS
 
 # Keys stages 1 and 2 add, per view, one value per image (SPEC sections 3-5).
@@ -36,10 +36,6 @@ _SAFE_GLOBALS = {
     ("numpy", "dtype"), ("numpy", "ndarray"),
     ("builtins", "set"), ("builtins", "frozenset"), ("collections", "OrderedDict"),
 }
-
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle references something an exam list never holds; it was not loaded."""
 
 
 class _RestrictedUnpickler(pickle.Unpickler):

@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import PipelineError
+from ..core.errors import DownloadError
 from ..core.formats import atomic_path
 from ..core.hashing import git_blob_sha1
 from ..core.runtime import log, progress
@@ -40,10 +40,6 @@ _SHA1 = re.compile(r"^[0-9a-f]{40}$")
 # Failures that mean "the server cannot be reached" rather than "this file is wrong".
 _NETWORK_ERRORS = (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError,
                    http.client.HTTPException)
-
-
-class DownloadError(PipelineError):
-    """A file could not be fetched, or what was fetched is not the official file."""
 
 
 @dataclass(frozen=True)

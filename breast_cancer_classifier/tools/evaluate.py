@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core import formats
-from ..core.errors import ExamListError, PipelineError
+from ..core.errors import EvaluationInputError, PipelineError
 from ..core.exam_list import PICKLE_SUFFIXES, load_exam_list
 from ..core.runtime import log
 from ..core.views import LABELS
@@ -50,10 +50,6 @@ TARGETS = {
 CURVES_OF = ("malignant", "benign")  # targets drawn in the curve figures, with their sides
 SUMMARY_JSON, SUMMARY_MD = "summary.json", "summary.md"
 ROC_PNG, PR_PNG = "roc_curves.png", "pr_curves.png"
-
-
-class EvaluationInputError(ExamListError):
-    """Labels or predictions that cannot be read or do not line up (exit status 2)."""
 
 
 # --------------------------------------------------------------------------- reading
