@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from breast_cancer_classifier.core import formats
-from breast_cancer_classifier.core.stages.augmentation import (STD_FLOOR, cut_window, draw_exam,  # noqa: E402
+from breast_cancer_classifier.core.standardize import STD_FLOOR  # noqa: E402
+from breast_cancer_classifier.core.stages.augmentation import (cut_window, draw_exam,  # noqa: E402
                                                                window_location)
 from breast_cancer_classifier.core.classifier_models import (ResNetColumn, build_image_model,  # noqa: E402
                                                              build_view_split_model)

@@ -173,25 +173,35 @@ class Engine:
         return maps
 
     def _classify(self, exam, exam_plan, images, maps, result):
-        """Both exam classifiers on the plan's draws; predictions into ``result``."""
+        """Both exam classifiers on the plan's draws; predictions into ``result``.
+
+        One classifier's inputs at a time: a full-size exam's 3-channel arrays alone are
+        about 0.4 GB.
+        """
         from .stages.classify import check_exam_views
 
+        item = f"exam {exam_plan.index}"
         try:
             check_exam_views(exam)
-            inputs = {IMAGE_STAGE: self._joint_arrays(exam, images, None)}
+            joints = self._joint_arrays(exam, images, None)
         except InputImageError as err:
             for stage in CLASSIFIER_STAGES:
-                result.failures.append((stage, f"exam {exam_plan.index}", str(err)))
+                result.failures.append((stage, item, str(err)))
                 result.predictions[stage] = None
             return
+        result.predictions[IMAGE_STAGE] = self._predict(IMAGE_STAGE, joints,
+                                                        exam["best_center"], exam_plan.draws)
+        del joints
         try:
-            inputs[IMAGEHEATMAPS_STAGE] = self._joint_arrays(exam, images, maps)
+            joints = self._joint_arrays(exam, images, maps)
         except InputImageError as err:
-            result.failures.append((IMAGEHEATMAPS_STAGE, f"exam {exam_plan.index}", str(err)))
+            result.failures.append((IMAGEHEATMAPS_STAGE, item, str(err)))
             result.predictions[IMAGEHEATMAPS_STAGE] = None
-        for stage, joints in inputs.items():
-            result.predictions[stage] = self._predict(stage, joints, exam["best_center"],
-                                                      exam_plan.draws)
+            return
+        images.clear()  # the 3-channel arrays hold all that is still needed
+        maps.clear()
+        result.predictions[IMAGEHEATMAPS_STAGE] = self._predict(
+            IMAGEHEATMAPS_STAGE, joints, exam["best_center"], exam_plan.draws)
 
     def _joint_arrays(self, exam, images, maps):
         """``{view: [H x W x C float32]}``: C = 1 (``maps`` None) or 3, facing right (SPEC 7.2).

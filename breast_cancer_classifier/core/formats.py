@@ -7,6 +7,7 @@ Whole output folders are staged the same way (:func:`staged_output_dir`).
 
 import contextlib
 import csv
+import json
 import os
 import shutil
 import tempfile
@@ -175,11 +176,21 @@ def write_hdf5(path, array):
             f.create_dataset("image", data=np.asarray(array).T, compression="lzf")
 
 
+# A pipeline image file's format, by its suffix (SPEC 3): one reader per format.
+_IMAGE_READERS = {".png": read_mammogram_png, ".hdf5": read_hdf5, ".h5": read_hdf5}
+
+
+def read_image_file(path):
+    """Read a mammogram or cropped image by its suffix: ``.png``, or ``.hdf5``/``.h5``."""
+    reader = _IMAGE_READERS.get(Path(path).suffix.lower())
+    if reader is None:
+        raise InputImageError(f"{path}: expected a .png (or .hdf5) image file")
+    return reader(path)
+
+
 def read_image(path_stem, use_hdf5=False):
     """Read a pipeline image given its path without extension (``.png`` or ``.hdf5``)."""
-    if use_hdf5:
-        return read_hdf5(f"{path_stem}.hdf5")
-    return read_mammogram_png(f"{path_stem}.png")
+    return read_image_file(f"{path_stem}.{'hdf5' if use_hdf5 else 'png'}")
 
 
 def image_path(folder, short_file_path, use_hdf5=False):
@@ -191,6 +202,34 @@ def heatmap_paths(heatmaps_dir, short_file_path):
     heatmaps_dir = Path(heatmaps_dir)
     return (heatmaps_dir / "heatmap_malignant" / f"{short_file_path}.hdf5",
             heatmaps_dir / "heatmap_benign" / f"{short_file_path}.hdf5")
+
+
+# --------------------------------------------------------------------------- JSON lines
+def single_prediction_line(prediction):
+    """The single-image result line (SPEC 8): ``json.dumps`` of the two floats."""
+    return json.dumps({"benign": prediction["benign"], "malignant": prediction["malignant"]})
+
+
+def read_single_prediction_lines(path):
+    """Every ``{"benign": p, "malignant": p}`` JSON line of a file, in order.
+
+    Other lines (stage banners, say) are skipped. Raises :class:`InputImageError` when the
+    file cannot be read.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputImageError(f"{path}: cannot read predictions ({err})") from err
+    found = []
+    for line in text.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and {"benign", "malignant"} <= value.keys():
+            found.append(value)
+    return found
 
 
 # --------------------------------------------------------------------------- CSV

@@ -32,6 +32,7 @@ from .demo_marker import (DEMO_FILES, MARKER_NAME, _marker_seed, _read_marker, _
                           demo_weight_files, forget_demo_weights)
 from ..core.formats import atomic_path
 from ..core.runtime import log
+from ..core.standardize import standardize_in_place
 from ..core.views import INPUT_SIZE, VIEWS, flip_for_model, view_angle
 
 DEMO_SEED = 0
@@ -127,8 +128,7 @@ def _phantom_crop(exam_index, view, seed):
 
 
 def _standardized(image):
-    centred = image - image.mean()
-    return centred / max(centred.std(), 1e-5)
+    return standardize_in_place(np.array(image, dtype=np.float64))
 
 
 def _calibration_patches(seed, per_image=None):

@@ -59,13 +59,8 @@ def compare_single_with_published(jsonl_path):
     The image-only figures are published to 4 places only, so differences there are
     rounded to that precision before comparing.
     """
-    import json
-
     lines, worst = [], 0.0
-    try:
-        rows = [json.loads(line) for line in open(jsonl_path) if line.strip().startswith("{")]
-    except (OSError, ValueError) as err:
-        raise PipelineError(f"{jsonl_path}: cannot read single-image predictions ({err})") from err
+    rows = formats.read_single_prediction_lines(jsonl_path)
     if len(rows) != 2:
         raise PipelineError(f"{jsonl_path}: expected 2 JSON lines (image, image+heatmaps), "
                             f"found {len(rows)}")

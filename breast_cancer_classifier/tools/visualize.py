@@ -17,7 +17,6 @@ carries ``cancer_label``, the labels. Mammograms are area-downsampled to ``PANEL
 before plotting. matplotlib draws off screen (no display, no pyplot state).
 """
 
-import json
 from io import BytesIO
 from pathlib import Path
 
@@ -227,17 +226,9 @@ def read_single_predictions(path):
     """
     path = Path(path)
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise EvaluationInputError(f"{path}: cannot read predictions ({err})") from err
-    found = []
-    for line in text.splitlines():
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict) and {"benign", "malignant"} <= value.keys():
-            found.append(value)
+        found = formats.read_single_prediction_lines(path)
+    except InputImageError as err:
+        raise EvaluationInputError(str(err)) from err
     if not found:
         raise EvaluationInputError(
             f"{path}: no line of the form {{\"benign\": p, \"malignant\": p}} (the JSON "
@@ -343,9 +334,7 @@ def visualize_single_image(cropped_path, metadata_path, output_path, malignant_p
     if (malignant_path is None) != (benign_path is None):
         raise EvaluationInputError("give both heatmaps (malignant and benign) or neither")
     meta = load_metadata(metadata_path)
-    cropped_path = Path(cropped_path)
-    image = (formats.read_hdf5(cropped_path) if cropped_path.suffix.lower() == ".hdf5"
-             else formats.read_mammogram_png(cropped_path))
+    image = formats.read_image_file(cropped_path)
     heatmaps = {}
     if malignant_path is not None:
         # SPEC 9 quirk: single-image heatmaps are never mirrored, i.e. they are in the

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..standardize import standardize_in_place
 from ..views import INPUT_SIZE, VIEWS
 
 # SPEC 7.2: shift noise (rows, columns) and size noise, in pixels, when augmenting.
 AUGMENT_NOISE = (100, 100)
 AUGMENT_SIZE_NOISE = 100
-STD_FLOOR = 1e-5  # standardization divides by max(std, 1e-5)
 
 
 @dataclass(frozen=True)
@@ -231,9 +231,7 @@ def standardize_image(window, in_place=False):
     """
     out = window if in_place else np.array(window, dtype=np.float32, order="C")
     image = np.ascontiguousarray(out[..., 0])  # a view when C == 1
-    image -= image.mean()
-    image /= max(image.std(), STD_FLOOR)
-    out[..., 0] = image
+    out[..., 0] = standardize_in_place(image)
     return out
 
 

@@ -15,11 +15,9 @@ draws as a one-image view), so every other row is identical to that of a run in 
 failed exam's files were present: a failure never shifts the stream of the exams after it.
 """
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -74,14 +72,14 @@ def reuse_freed_memory():
 
 
 # --------------------------------------------------------------------------- inputs
-def read_joint_array(image_stem, view, horizontal_flip, heatmap_files=None, use_hdf5=False):
+def read_joint_array(image_path, view, horizontal_flip, heatmap_files=None):
     """One view's ``H x W x C`` float32 array, breast facing right (SPEC 7.2).
 
     Channels: ``[image]``, or ``[image, benign, malignant]`` when ``heatmap_files`` =
-    ``(malignant_path, benign_path)`` is given. ``image_stem`` is the image path without
-    extension. Raises :class:`InputImageError` for missing, unreadable or mismatched files.
+    ``(malignant_path, benign_path)`` is given. ``image_path`` is the ``.png`` (or
+    ``.hdf5``) image. Raises :class:`InputImageError` for missing, unreadable or mismatched files.
     """
-    image = formats.read_image(image_stem, use_hdf5).astype(np.float32)
+    image = formats.read_image_file(image_path).astype(np.float32)
     channels = [image]
     if heatmap_files is not None:
         malignant_path, benign_path = heatmap_files
@@ -89,7 +87,7 @@ def read_joint_array(image_stem, view, horizontal_flip, heatmap_files=None, use_
             heatmap = formats.read_hdf5(path).astype(np.float32)
             if heatmap.shape != image.shape:
                 raise InputImageError(
-                    f"{path}: heatmap is {heatmap.shape} but its image {image_stem} is "
+                    f"{path}: heatmap is {heatmap.shape} but its image {image_path} is "
                     f"{image.shape}; were they made from the same cropped image?")
             channels.append(heatmap)
     # Mirror each channel while stacking: one pass over the data instead of two.
@@ -118,9 +116,9 @@ def read_exam_inputs(exam, image_dir, heatmaps_dir, settings, map_views=map):
         for name in exam[view]:
             heatmap_files = (formats.heatmap_paths(heatmaps_dir, name) if settings.use_heatmaps
                              else None)
-            arrays.append(read_joint_array(Path(image_dir) / name, view,
-                                           exam["horizontal_flip"], heatmap_files,
-                                           settings.use_hdf5))
+            arrays.append(read_joint_array(
+                formats.image_path(image_dir, name, settings.use_hdf5), view,
+                exam["horizontal_flip"], heatmap_files))
         return arrays
 
     return dict(zip(VIEWS, map_views(read_view, VIEWS)))
@@ -323,9 +321,8 @@ def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, se
     if settings.use_heatmaps and heatmap_paths is None:
         raise PipelineError("--use-heatmaps needs --heatmap-path-malignant and "
                             "--heatmap-path-benign")
-    stem, use_hdf5 = _path_stem(cropped_mammogram_path)
-    joint = read_joint_array(stem, view, metadata["horizontal_flip"],
-                             heatmap_paths if settings.use_heatmaps else None, use_hdf5)
+    joint = read_joint_array(cropped_mammogram_path, view, metadata["horizontal_flip"],
+                             heatmap_paths if settings.use_heatmaps else None)
     device = resolve_device(device_type, gpu_number)
     check_precision(settings.precision, device)
     reuse_freed_memory()
@@ -336,15 +333,6 @@ def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, se
                                  settings, device, plan)
 
 
-def _path_stem(path):
-    """``(path without extension, is_hdf5)`` of a ``.png`` or ``.hdf5`` cropped mammogram."""
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".hdf5"):
-        raise InputImageError(f"{path}: expected a .png (or .hdf5) cropped mammogram")
-    return path.with_suffix(""), path.suffix.lower() == ".hdf5"
-
-
 def format_single_prediction(prediction):
-    """The one stdout line of ``run_model_single``: ``json.dumps`` of the two floats."""
-    return json.dumps({"benign": prediction["benign"], "malignant": prediction["malignant"]})
-
+    """The one stdout line of ``run_model_single`` (SPEC 8)."""
+    return formats.single_prediction_line(prediction)

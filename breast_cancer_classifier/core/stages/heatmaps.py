@@ -36,12 +36,12 @@ from ..failures import FailureReport
 from ..prefetch import prefetch
 from ..patch_runtime import load_patch_runtime
 from ..runtime import log, progress
+from ..standardize import standardize_in_place
 from ..views import VIEWS, flip_for_model
 
 PATCH_SIZE = 256  # SPEC 6
 STRIDE = 70  # SPEC 6: fixed stride (the reference's "more_patches" = 5 is then unused)
 MALIGNANT_COLUMN, BENIGN_COLUMN = 0, 1  # SPEC 6 step 4: softmax columns used
-STD_FLOOR = 1e-5  # SPEC 6 step 1
 DEFAULT_BATCH_SIZE, DEFAULT_SEED = 100, 0
 STAGE = "heatmaps"
 
@@ -87,9 +87,7 @@ def check_patchable(shape, name):
 # --------------------------------------------------------------------------- one image
 def standardize(image):
     """float64 copy of ``image`` minus its mean, divided by max(population std, 1e-5)."""
-    image = np.array(image, dtype=np.float64)
-    image -= image.mean()
-    return image / max(image.std(), STD_FLOOR)
+    return standardize_in_place(np.array(image, dtype=np.float64))
 
 
 def prepare_image(raw, view, horizontal_flip):
@@ -321,7 +319,7 @@ def produce_single_heatmaps(classify, cropped_mammogram_path, metadata, *,
     images are patched facing left and their heatmaps are not mirrored back.
     ``proper_mirroring`` orients with ``full_view`` instead, as the exam path does.
     """
-    raw = _read_single_image(cropped_mammogram_path)
+    raw = formats.read_image_file(cropped_mammogram_path)
     check_patchable(raw.shape, cropped_mammogram_path)
     view = metadata["full_view"] if proper_mirroring else metadata["view"]
     horizontal_flip = metadata["horizontal_flip"]
@@ -330,13 +328,6 @@ def produce_single_heatmaps(classify, cropped_mammogram_path, metadata, *,
     maps = compute_heatmaps(classify, image, row_strides, column_strides, batch_size,
                             name=str(cropped_mammogram_path))
     return tuple(flip_for_model(m, view, horizontal_flip) for m in maps)
-
-
-def _read_single_image(path):
-    path = Path(path)
-    if path.suffix.lower() in (".hdf5", ".h5"):
-        return formats.read_hdf5(path)
-    return formats.read_mammogram_png(path)
 
 
 def run_producer_single(model_path, cropped_mammogram_path, metadata_path,

@@ -135,3 +135,27 @@ def test_predictions_csv_format_and_empty_rows(tmp_path):
         "0.1234,0.5000,1.0000,0.0000\n,,,\n")
     back = formats.read_predictions_csv(tmp_path / "p.csv")
     assert back.shape == (2, 4) and np.isnan(back[1]).all()
+
+
+def test_images_are_read_by_their_suffix(tmp_path):
+    image = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000)
+    formats.write_png(tmp_path / "a.png", image)
+    formats.write_hdf5(tmp_path / "a.hdf5", image)
+    assert np.array_equal(formats.read_image_file(tmp_path / "a.png"), image)
+    assert np.array_equal(formats.read_image_file(tmp_path / "a.hdf5"), image)
+    assert np.array_equal(formats.read_image(tmp_path / "a", use_hdf5=True), image)
+    with pytest.raises(InputImageError, match="expected a .png"):
+        formats.read_image_file(tmp_path / "a.jpg")
+
+
+def test_single_prediction_lines_round_trip(tmp_path):
+    values = [{"benign": 0.040191903710365295, "malignant": 0.008045293390750885},
+              {"benign": 0.1, "malignant": 0.2}]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("Stage 4a: Run Classifier (Image)\n"
+                    + "\n".join(formats.single_prediction_line(v) for v in values) + "\n[1]\n")
+    assert formats.read_single_prediction_lines(path) == values
+    assert formats.single_prediction_line(values[0]) == \
+        '{"benign": 0.040191903710365295, "malignant": 0.008045293390750885}'
+    with pytest.raises(InputImageError, match="cannot read"):
+        formats.read_single_prediction_lines(tmp_path / "missing.jsonl")
