@@ -99,12 +99,7 @@ def _run(args):
     from .core.engine import EngineSettings
     from .core.pipeline import run_pipeline
 
-    settings = EngineSettings(
-        patch_model_path=args.patch_model_path, image_model_path=args.image_model_path,
-        imageheatmaps_model_path=args.imageheatmaps_model_path, device_type=args.device_type,
-        gpu_number=args.gpu_number, precision=args.precision, runtime=args.runtime,
-        heatmap_batch_size=args.heatmap_batch_size, batch_size=args.batch_size,
-        num_epochs=args.num_epochs, seed=args.seed, trust_checkpoint=args.trust_checkpoint)
+    settings = EngineSettings.from_namespace(args)
     status = run_pipeline(args.exam_list, args.data_folder, args.output_dir, settings,
                           num_processes=args.num_processes, resume=args.resume,
                           overwrite=args.overwrite, exams=args.exams)
@@ -127,13 +122,7 @@ def _pictures(output_dir, note):
 def _single(args):
     from .core.single import SingleSettings, run_single
 
-    settings = SingleSettings(
-        patch_model_path=args.patch_model_path, image_model_path=args.image_model_path,
-        imageheatmaps_model_path=args.imageheatmaps_model_path, device_type=args.device_type,
-        gpu_number=args.gpu_number, precision=args.precision, runtime=args.runtime,
-        heatmap_batch_size=args.heatmap_batch_size, batch_size=args.batch_size,
-        num_epochs=args.num_epochs, seed=args.seed, horizontal_flip=args.horizontal_flip,
-        proper_mirroring=args.proper_mirroring, trust_checkpoint=args.trust_checkpoint)
+    settings = SingleSettings.from_namespace(args)
     run_single(args.image, args.view, args.output_dir, settings, overwrite=args.overwrite)
     return 0
 

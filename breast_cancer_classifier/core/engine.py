@@ -30,6 +30,7 @@ import numpy as np
 from . import formats
 from .errors import InputImageError
 from .prefetch import prefetch
+from .settings import ComputeSettings
 from .stages.heatmaps import _ImageHeatmaps, check_patchable, prepare_image, run_patch_stream
 from .views import VIEWS, flip_for_model
 
@@ -38,22 +39,13 @@ CLASSIFIER_STAGES = (IMAGE_STAGE, IMAGEHEATMAPS_STAGE)
 
 
 @dataclass(frozen=True)
-class EngineSettings:
-    """What a run computes with. Defaults are run.sh's (SPEC 8)."""
+class EngineSettings(ComputeSettings):
+    """The exam pipeline's settings: run.sh's weights, and augmentation on (SPEC 8)."""
 
     patch_model_path: str = "models/sample_patch_model.p"
     image_model_path: str = "models/sample_image_model.p"
     imageheatmaps_model_path: str = "models/sample_imageheatmaps_model.p"
-    device_type: str = "gpu"
-    gpu_number: int = 0
-    precision: str = "fp32"
-    runtime: str = "auto"
-    heatmap_batch_size: int = 100
-    batch_size: int = 1
-    num_epochs: int = 10
-    seed: int = 0
     use_augmentation: bool = True
-    trust_checkpoint: bool = False
 
     def weight_paths(self):
         return {"patch": self.patch_model_path, "image": self.image_model_path,

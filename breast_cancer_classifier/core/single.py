@@ -13,6 +13,7 @@ from pathlib import Path
 from . import formats
 from .errors import ExamListError
 from .exam_list import save_metadata
+from .settings import ComputeSettings
 from .stages.cropping import crop_mammogram_array, single_metadata
 from .stages.centers import get_optimal_center
 from .views import VIEWS, flip_for_model, view_angle
@@ -22,23 +23,14 @@ SINGLE_FILES = ("cropped.png", "cropped_metadata.pkl", "malignant_heatmap.hdf5",
 
 
 @dataclass(frozen=True)
-class SingleSettings:
-    """Defaults are run_single.sh's (SPEC 8 and 9)."""
+class SingleSettings(ComputeSettings):
+    """run_single.sh's weights and flip (SPEC 8 and 9); the quirk of SPEC 9 unless asked."""
 
     patch_model_path: str = "models/sample_patch_model.p"
     image_model_path: str = "models/ImageOnly__ModeImage_weights.p"
     imageheatmaps_model_path: str = "models/ImageHeatmaps__ModeImage_weights.p"
-    device_type: str = "gpu"
-    gpu_number: int = 0
-    precision: str = "fp32"
-    runtime: str = "auto"
-    heatmap_batch_size: int = 100
-    batch_size: int = 1
-    num_epochs: int = 10
-    seed: int = 0
     horizontal_flip: str = "NO"
     proper_mirroring: bool = False
-    trust_checkpoint: bool = False
 
 
 def run_single(image_path, view, output_dir, settings, overwrite=False):
