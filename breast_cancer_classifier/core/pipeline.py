@@ -119,10 +119,8 @@ def run_pass1(exam_list, data_folder, layout, record, num_processes):
     reports = FailureReport(CROP_STAGE), FailureReport(CENTER_STAGE)
     start = time.perf_counter()
     with formats.staged_output_dir(layout.cropped_dir, overwrite=True) as stage:
-        # The models are loaded already: workers must not be forks of this process.
         cropped, with_centers = preprocess_exam_list(exam_list, data_folder, stage,
-                                                     num_processes, reports=reports,
-                                                     start_method="forkserver")
+                                                     num_processes, reports=reports)
         save_exam_list(cropped, stage / Path(CROPPED_LIST).name)
     save_exam_list(with_centers, layout.data_pkl)
     failures = [(r.stage, item, reason) for r in reports for item, reason in r.failures]

@@ -160,13 +160,8 @@ def use_full_fp32():
     torch.backends.cudnn.allow_tf32 = False
 
 
-def parallel_map(function, items, num_processes, desc=None, start_method=None):
-    """``[function(item) for item in items]`` over a process pool, in order, with a progress bar.
-
-    ``start_method``: how workers start (default fork, spawn on macOS); a process that
-    already holds models and their thread pools asks for ``forkserver``, whose workers are
-    not forked from it.
-    """
+def parallel_map(function, items, num_processes, desc=None):
+    """``[function(item) for item in items]`` over a process pool, in order, with a progress bar."""
     items = list(items)
     num_processes = max(1, min(int(num_processes), len(items) or 1))
     bar = progress(total=len(items), desc=desc, unit="image")
@@ -176,8 +171,7 @@ def parallel_map(function, items, num_processes, desc=None, start_method=None):
             results.append(function(item))
             bar.update()
     else:
-        context = multiprocessing.get_context(
-            start_method or ("spawn" if sys.platform == "darwin" else "fork"))
+        context = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork")
         with context.Pool(num_processes) as pool:
             for result in pool.imap(function, items):
                 results.append(result)

@@ -46,13 +46,11 @@ def _task(task):
 
 
 def preprocess_exam_list(exam_list, input_dir, output_dir, num_processes=1,
-                         iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE, reports=None,
-                         start_method=None):
+                         iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE, reports=None):
     """Stages 1 and 2 of ``exam_list``: ``(cropped exam list, exam list with centers)``.
 
     Cropped PNGs are written under ``output_dir``. ``reports`` = ``(crop, centers)``
-    FailureReports collect the failed images of each step; ``start_method``: see
-    ``runtime.parallel_map``.
+    FailureReports collect the failed images of each step.
     """
     crop_report, center_report = reports or (FailureReport(CROP_STAGE),
                                              FailureReport(CENTER_STAGE))
@@ -67,8 +65,7 @@ def preprocess_exam_list(exam_list, input_dir, output_dir, num_processes=1,
              for e, view, _, name in images]
     results, centers = {}, {}
     for (_, _, _, name), (value, error) in zip(images, parallel_map(
-            _task, tasks, num_processes, desc="Crop and centers",
-            start_method=start_method)):
+            _task, tasks, num_processes, desc="Crop and centers")):
         if error:
             crop_report.add(name, error)
             continue
