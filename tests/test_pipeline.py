@@ -9,7 +9,8 @@
   is found and recomputed; other settings are refused with exit 2.
 
 The resume and plan tests use the four small sample exams and the kit's weights (random
-but healthy), with one augmented repetition to stay quick.
+but healthy), with one augmented repetition and ONNX Runtime for the heatmaps to stay quick
+(any one runtime gives the same bytes run after run; run.sh's comparison uses the default).
 """
 
 import json
@@ -48,7 +49,7 @@ def kit_settings(**overrides):
     values = dict(patch_model_path=str(weights / "patch.p"),
                   image_model_path=str(weights / "image_split.p"),
                   imageheatmaps_model_path=str(weights / "imageheatmaps_split.p"),
-                  device_type="cpu", num_epochs=1)
+                  device_type="cpu", num_epochs=1, runtime="onnxruntime")
     values.update(overrides)
     return EngineSettings(**values)
 
@@ -58,7 +59,7 @@ def settings_flags(settings):
             "--image-model-path", settings.image_model_path,
             "--imageheatmaps-model-path", settings.imageheatmaps_model_path,
             "--device-type", settings.device_type, "--num-epochs", str(settings.num_epochs),
-            "--num-processes", "2"]
+            "--runtime", settings.runtime, "--num-processes", "2"]
 
 
 def bcc(*args, check=None):
@@ -126,8 +127,10 @@ def test_parity_synth_a_through_bcc_run(tmp_path):
         assert (out / name).read_bytes() == (case / "expected" / name).read_bytes(), name
 
 
-def test_same_bytes_as_run_sh(serial_run, tmp_path):
-    settings = kit_settings()
+def test_same_bytes_as_run_sh(tmp_path):
+    settings = kit_settings(runtime="auto")  # run.sh's stage 3 runs the default runtime
+    mine_dir = tmp_path / "bcc"
+    assert run_pipeline(SAMPLE_LIST, SAMPLE_IMAGES, mine_dir, settings, num_processes=2) == 0
     out = tmp_path / "rs"
     env = dict(os.environ, BCC_NO_PROGRESS="1", DEVICE_TYPE="cpu", NUM_EPOCHS="1",
                NUM_PROCESSES="2", PYTHON=sys.executable,
@@ -143,7 +146,7 @@ def test_same_bytes_as_run_sh(serial_run, tmp_path):
                           env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     theirs = output_files(out)
-    mine = output_files(serial_run)
+    mine = output_files(mine_dir)
     assert sorted(theirs) and set(theirs) <= set(mine)
     assert [n for n in theirs if theirs[n].read_bytes() != mine[n].read_bytes()] == []
 
@@ -241,7 +244,7 @@ def test_truncated_output_is_found_and_recomputed(serial_run, tmp_path):
 
 @pytest.mark.parametrize("change, named", [
     (dict(seed=1), "seed"), (dict(num_epochs=2), "num_epochs"),
-    (dict(runtime="torch"), "runtime")])
+    (dict(runtime="torch"), "runtime"), (dict(precision="bf16", runtime="torch"), "precision: the run has .fp32.")])
 def test_continue_refuses_other_settings(serial_run, tmp_path, change, named):
     import shutil
 

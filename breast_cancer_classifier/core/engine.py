@@ -30,6 +30,8 @@ import numpy as np
 from . import formats
 from .errors import InputImageError
 from .prefetch import prefetch
+from .runtime import (GLIBC_DEFAULT_MMAP_MAX, M_MMAP_MAX, M_MMAP_THRESHOLD, glibc_malloc_trim,
+                      glibc_mallopt)
 from .settings import ComputeSettings
 from .stages.heatmaps import _ImageHeatmaps, check_patchable, prepare_image, run_patch_stream
 from .views import VIEWS, flip_for_model
@@ -66,23 +68,25 @@ class ExamResult:
 class Engine:
     """Loads the three models once; :meth:`run_exam` takes one exam through pass 2."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, device=None):
+        """``device``: already resolved (e.g. ``"cuda:0"``), else from the settings."""
         import torch
 
         from .checkpoints.classifier import load_classifier
         from .patch_runtime import load_patch_runtime
-        from .runtime import check_precision, resolve_device
-        from .stages.classify import ClassifierSettings, RunPlan, reuse_freed_memory
+        from .runtime import check_precision, resolve_device, use_full_fp32
+        from .stages.classify import ClassifierSettings, RunPlan
 
         self.settings = settings
-        self.device = resolve_device(settings.device_type, settings.gpu_number)
+        use_full_fp32()  # TF32 off (SPEC 7.4), however the device was chosen
+        self.device = (torch.device(device) if device is not None
+                       else resolve_device(settings.device_type, settings.gpu_number))
         check_precision(settings.precision, self.device)
         # The device is resolved: the patch runtime must not fall back (or warn) again.
         patch_device = "cpu" if self.device.type == "cpu" else "gpu"
         self.patch_runtime = load_patch_runtime(
             settings.patch_model_path, patch_device, settings.gpu_number,
             settings.trust_checkpoint, settings.runtime, settings.precision)
-        reuse_freed_memory()
         self.classifier_settings, self.models = {}, {}
         for stage, path, heatmaps in ((IMAGE_STAGE, settings.image_model_path, False),
                                       (IMAGEHEATMAPS_STAGE, settings.imageheatmaps_model_path,
@@ -112,8 +116,11 @@ class Engine:
         start = time.perf_counter()
         result = ExamResult(exam_plan.index)
         images = self._read_images(exam, exam_plan, cropped_dir, result)
+        _heap_for_patches()
         maps = self._heatmaps(exam, exam_plan, images, cropped_dir, heatmaps_dir, result)
+        _heap_for_classifiers()
         self._classify(exam, exam_plan, images, maps, result)
+        glibc_malloc_trim()  # the next exam starts from the memory of one
         result.seconds = time.perf_counter() - start
         return result
 
@@ -232,3 +239,14 @@ class Engine:
                 parts.append(batch_probabilities(self.models[stage], batch, options, self.device))
         return np.concatenate(parts).mean(axis=0, dtype=np.float32)
 
+
+def _heap_for_patches():
+    """Stage 3's allocator setting: blocks of 1 MiB or more mmapped and returned when freed
+    (as ``patch_runtime`` sets it for the stage script); stage 4's keeps freed memory."""
+    glibc_mallopt((M_MMAP_MAX, GLIBC_DEFAULT_MMAP_MAX), (M_MMAP_THRESHOLD, 1 << 20))
+
+
+def _heap_for_classifiers():
+    from .stages.classify import reuse_freed_memory
+
+    reuse_freed_memory()

@@ -78,18 +78,30 @@ def parse_exam_selection(text, count):
     return sorted(indices)
 
 
-def settings_record(settings, exam_list, engine):
-    """What ``run_settings.json`` holds (the binding settings of run_record, and more)."""
+def settings_record(settings, exam_list):
+    """What ``run_settings.json`` holds (the binding settings of run_record, and more).
+
+    Worked out before any model is loaded (pass 1 forks its workers from this process):
+    the device as ``--device-type`` resolves here, the runtime by the runtime rule.
+    """
+    from .errors import CheckpointError
+    from .patch_runtime import choose_runtime
+    from .runtime import resolve_device
+
     weights = {}
     for role, path in settings.weight_paths().items():
+        if not Path(path).is_file():
+            raise CheckpointError(f"{path}: weight file not found ({role} model)")
         weights[role] = file_sha256(path)
+    device = resolve_device(settings.device_type, settings.gpu_number)
     return {
         "weights": {role: str(path) for role, path in settings.weight_paths().items()},
         "weights_sha256": weights,
         "exam_list_sha256": exam_list_digest(exam_list),
         "seed": settings.seed, "num_epochs": settings.num_epochs,
         "use_augmentation": settings.use_augmentation, "precision": settings.precision,
-        "runtime": engine.runtime_name, "device": str(engine.device),
+        "runtime": choose_runtime(settings.runtime, settings.precision, device.type == "cpu"),
+        "device": str(device),
         "batch_size": settings.batch_size, "heatmap_batch_size": settings.heatmap_batch_size,
         "versions": library_versions(), "command": command_line(),
     }
@@ -180,8 +192,7 @@ def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_proce
     selected = (parse_exam_selection(exams, len(exam_list)) if exams
                 else list(range(len(exam_list))))
     prepare_output_dir(layout, resume, overwrite)
-    engine = (engine_factory or Engine)(settings)
-    new_settings = settings_record(settings, exam_list, engine)
+    new_settings = settings_record(settings, exam_list)
     if resume and layout.root.exists() and record.read_settings() is not None:
         record.check_same_settings(new_settings)
         log.info("run: continuing the run in %s", layout.root)
@@ -200,6 +211,11 @@ def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_proce
     if not (layout.plan.is_file() and _same_plan(layout.plan, plan)):
         save_plan(plan, layout.plan)
 
+    # The models load after pass 1, whose workers are forks of this process.
+    engine = (engine_factory or Engine)(settings, device=new_settings["device"])
+    if engine.runtime_name != new_settings["runtime"]:
+        raise PipelineError(f"runtime {engine.runtime_name} was loaded, {new_settings['runtime']} "
+                            "was expected")
     done = record.finished_exams() if resume else {}
     todo = [i for i in selected if i not in done]
     if resume:

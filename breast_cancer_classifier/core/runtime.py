@@ -184,20 +184,37 @@ def parallel_map(function, items, num_processes, desc=None):
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 
 
+GLIBC_DEFAULT_MMAP_MAX = 65536  # glibc's own M_MMAP_MAX
+
+
+def _glibc():
+    """The C library if it is glibc on Linux, else None (then allocator tuning is skipped)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 - both exist in glibc only
+    except (OSError, AttributeError) as err:  # not glibc (e.g. musl): keep its defaults
+        log.debug("cannot tune the allocator (%s)", err)
+        return None
+    return libc
+
+
 def glibc_mallopt(*settings):
     """Apply ``(parameter, value)`` pairs with glibc's ``mallopt``; a no-op elsewhere.
 
     Process-wide allocator tuning: each stage picks the settings that suit its own memory
     pattern (see its caller's docstring); none of them changes a number.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes.util
+    libc = _glibc()
+    for parameter, value in settings if libc is not None else ():
+        libc.mallopt(parameter, value)
 
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError) as err:  # not glibc (e.g. musl): keep its defaults
-        log.debug("cannot tune the allocator (%s)", err)
-        return
-    for parameter, value in settings:
-        mallopt(parameter, value)
+
+def glibc_malloc_trim():
+    """Give the heap's free memory back to the system (glibc's ``malloc_trim(0)``)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
