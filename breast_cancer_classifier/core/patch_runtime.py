@@ -5,15 +5,16 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
 
 * ``torch``: PyTorch eager on the model's device, fed the batch's NCHW view without a copy,
   which reproduces the reference bit for bit on the CPU (SPEC 6 step 3).
-* ``onnxruntime``: the same checkpoint exported to ONNX (softmax and the channel
-  permutation inside the graph) and run by ONNX Runtime's CPU provider. Faster on the CPU;
-  differs from eager by about 3e-6 per probability (measured on the parity kit; the
-  heatmap tolerance is 1e-5). The export is cached on disk, keyed by the checkpoint's
-  SHA-256, so it happens once per weight file. It runs in a child process, so a stage-3
-  run on the CPU never imports PyTorch itself: that saves about 0.7 GB of memory.
+* ``onnxruntime`` (opt-in): the same checkpoint exported to ONNX (softmax and the channel
+  permutation inside the graph) and run by ONNX Runtime's CPU provider. About 2.5-4x faster
+  on the CPU, but not exact: its convolution kernels sum in another order than PyTorch's
+  (oneDNN), so a probability differs from eager by up to about 5e-6, and a heatmap from the
+  reference's by up to 7.4e-6 on the parity kit (tolerance 1e-5); see
+  ``benchmarks/bench_ort_fidelity.py``. The export is cached on disk, keyed by the
+  checkpoint's SHA-256, so it happens once per weight file. It runs in a child process, so a
+  stage-3 run with it never imports PyTorch itself: that saves about 0.7 GB of memory.
 
-``auto`` (the default) picks onnxruntime on the CPU when it is installed, and torch
-otherwise (always torch on a GPU).
+``auto`` (the default) is torch everywhere: see :func:`choose_runtime`.
 """
 
 import functools
@@ -33,6 +34,10 @@ from .runtime import (M_MMAP_THRESHOLD, check_precision, glibc_mallopt, log, pre
 RUNTIMES = ("auto", "torch", "onnxruntime")
 PATCH_SHAPE = (256, 256, 3)
 ONNX_OPSET = 17
+# What export_onnx writes, named in the cache key: change it when the graph changes.
+ONNX_GRAPH_VARIANT = "bn"  # BatchNormalization kept apart from the convolutions
+# ONNX Runtime passes left out: ConvBNFusion would fold the BatchNorms back (OnnxRuntime).
+ONNX_DISABLED_OPTIMIZERS = ("ConvBNFusion",)
 ONNX_MAX_FORWARD = 5  # patches per session.run (memory, see OnnxRuntime.__call__)
 CPU_MAX_FORWARD = 25  # patches per PyTorch forward pass on the CPU (memory, forward_pieces)
 MMAP_THRESHOLD = 1 << 20  # glibc: blocks from 1 MiB up are mmapped (_limit_heap_fragmentation)
@@ -78,12 +83,19 @@ class OnnxRuntime:
     read_ahead = 0  # runs on the CPU (see TorchRuntime.read_ahead)
 
     def __init__(self, graph_path, threads=None):
+        # All graph optimizations (NCHWc blocked convolutions: 1.6-2x the speed of BASIC,
+        # as exact) but BatchNorm folding: folded weights round differently from
+        # PyTorch's separate BatchNorm, which raised the worst deviation per probability from
+        # eager from 4.9e-6 to 8.8e-6 and a parity-kit heatmap's to 1.05e-5, for 4-11% more
+        # speed (benchmarks/bench_ort_fidelity.py, 2026-12-02).
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or available_cores()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(graph_path), options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=["CPUExecutionProvider"],
+                                            disabled_optimizers=list(ONNX_DISABLED_OPTIMIZERS))
 
     @classmethod
     def for_checkpoint(cls, checkpoint_path, trust=False, model=None, cache_dir=None):
@@ -192,7 +204,8 @@ def torch_version():
 
 
 def cached_graph_path(checkpoint_path, trust=False, cache_dir=None):
-    """Where the export of ``checkpoint_path`` is cached: keyed by its SHA-256 and PyTorch.
+    """Where the export of ``checkpoint_path`` is cached: keyed by its SHA-256, PyTorch,
+    the opset and ``ONNX_GRAPH_VARIANT``, so a graph exported another way is never reused.
 
     Exports of files loaded with ``--trust-checkpoint`` are kept apart, so a run without the
     flag never uses a graph made from a file that ``weights_only`` refuses.
@@ -200,11 +213,18 @@ def cached_graph_path(checkpoint_path, trust=False, cache_dir=None):
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = file_sha256(checkpoint_path)[:16] + ("_trusted" if trust else "")
     version = torch_version().replace("+", "_")
-    return cache_dir / f"patch_classifier_{key}_torch{version}_opset{ONNX_OPSET}.onnx"
+    return cache_dir / (f"patch_classifier_{key}_torch{version}_opset{ONNX_OPSET}"
+                        f"_{ONNX_GRAPH_VARIANT}.onnx")
 
 
-def export_onnx(model, path):
-    """Export ``model`` (logits, NCHW) as an ONNX graph: NHWC patches in, softmax out."""
+def export_onnx(model, path, fold_batchnorm=False):
+    """Export ``model`` (logits, NCHW) as an ONNX graph: NHWC patches in, softmax out.
+
+    The exporter folds each BatchNorm that follows a convolution into its weights unless
+    told to keep the model's mode (``TrainingMode.PRESERVE``, the model in eval mode); kept
+    apart they are computed as PyTorch computes them, closer to eager (see OnnxRuntime).
+    ``fold_batchnorm=True`` gives the folded graph (benchmarks only).
+    """
     import warnings
 
     import torch
@@ -223,7 +243,9 @@ def export_onnx(model, path):
         torch.onnx.export(SoftmaxNHWC().cpu().eval(), (example,), str(path),
                           input_names=["patches"], output_names=["probabilities"],
                           dynamic_axes={"patches": {0: "n"}, "probabilities": {0: "n"}},
-                          opset_version=ONNX_OPSET, dynamo=False)
+                          opset_version=ONNX_OPSET, dynamo=False,
+                          training=(torch.onnx.TrainingMode.EVAL if fold_batchnorm
+                                    else torch.onnx.TrainingMode.PRESERVE))
 
 
 def export_checkpoint(checkpoint_path, graph_path, trust=False):
@@ -259,13 +281,16 @@ def export_in_child_process(checkpoint_path, graph_path, trust=False):
 def choose_runtime(runtime, precision, on_cpu):
     """The one rule that turns ``--runtime`` into an engine: ``"torch"`` or ``"onnxruntime"``.
 
-    ``auto`` means ONNX Runtime on the CPU at fp32 when it is installed, PyTorch otherwise.
+    ``auto`` means PyTorch, on the CPU too: it reproduces the reference bit for bit, while
+    no ONNX Runtime setting gets under about 5e-6 per probability (its kernels, not its
+    graph optimizations; a parity-kit heatmap differs by up to 7.4e-6, 1.05e-5 with the
+    former folded graph, against a 1e-5 tolerance). ONNX Runtime is 2.5-4x faster on two
+    cores and is there for whoever asks for it (``benchmarks/bench_ort_fidelity.py``).
     Refuses unknown names, ONNX Runtime off the CPU or below fp32, and a missing package.
     """
     check_runtime_name(runtime, precision)
     if runtime == "auto":
-        return ("onnxruntime" if on_cpu and precision == "fp32" and onnxruntime_available()
-                else "torch")
+        return "torch"
     if runtime == "onnxruntime":
         if not on_cpu:
             raise SettingsError("--runtime onnxruntime runs on the CPU only; use --device-type "
