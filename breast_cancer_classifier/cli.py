@@ -46,9 +46,9 @@ def add_trust_flag(parser):
 
 def add_runtime_flag(parser):
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
-                        help="engine for the patch classifier: 'auto' (default) uses ONNX "
-                             "Runtime on the CPU when installed, else PyTorch; 'torch' is "
-                             "bit-identical to the reference on the CPU")
+                        help="engine for the patch classifier: 'auto' (default) and 'torch' run "
+                             "PyTorch eager, bit-identical to the reference; 'onnxruntime' (CPU, "
+                             "fp32) is 2.5-4x faster there and differs by up to about 1e-5")
 
 
 def positive_int(text):
