@@ -179,6 +179,23 @@ def _crop_task(task):
     return outcome(crop_mammogram_file, *task, name=task[0])
 
 
+def crop_tasks(exam_list, input_dir, output_dir, iterations, buffer_size, refused_keys):
+    """``(images, tasks)``: ``iter_images`` of the list and one crop task per image.
+
+    Refuses an exam list that already holds one of ``refused_keys`` (it was processed).
+    """
+    for exam in exam_list:
+        for key in refused_keys:
+            if key in exam:
+                raise ExamListError(f"exam {exam_names(exam)}: already has key {key!r}; give "
+                                    "the exam list from before cropping")
+    images = list(iter_images(exam_list))
+    tasks = [(Path(input_dir) / f"{name}.png", Path(output_dir) / f"{name}.png", view,
+              exam_list[e]["horizontal_flip"], iterations, buffer_size)
+             for e, view, _, name in images]
+    return images, tasks
+
+
 def crop_exam_list(exam_list, input_dir, output_dir, num_processes=1,
                    iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE, failures=None):
     """Crop every image of ``exam_list`` from ``input_dir`` into ``output_dir``.
@@ -187,15 +204,8 @@ def crop_exam_list(exam_list, input_dir, output_dir, num_processes=1,
     (as the reference does) and recorded in ``failures``; unknown keys pass through.
     """
     failures = failures if failures is not None else FailureReport("crop_mammogram")
-    for exam in exam_list:
-        for key in STAGE1_KEYS:
-            if key in exam:
-                raise ExamListError(f"exam {exam_names(exam)}: already has key {key!r}; "
-                                    "this exam list was already cropped")
-    images = list(iter_images(exam_list))
-    tasks = [(Path(input_dir) / f"{name}.png", Path(output_dir) / f"{name}.png", view,
-              exam_list[e]["horizontal_flip"], iterations, buffer_size)
-             for e, view, _, name in images]
+    images, tasks = crop_tasks(exam_list, input_dir, output_dir, iterations, buffer_size,
+                               STAGE1_KEYS)
     outcomes = parallel_map(_crop_task, tasks, num_processes, desc="Cropping")
     results = {}
     for (_, _, _, name), (result, error) in zip(images, outcomes):

@@ -7,16 +7,15 @@ an image that fails either step is left out of its view's list (SPEC 4 and 5), a
 failure is reported under that step's name.
 """
 
-from pathlib import Path
 
 from .. import formats
-from ..errors import ExamListError, InputImageError
-from ..exam_list import exam_names, iter_images
+from ..errors import InputImageError
 from ..failures import FailureReport, outcome
 from ..runtime import parallel_map
 from ..views import flip_for_model
 from .centers import exam_with_centers, get_optimal_center
-from .cropping import BUFFER_SIZE, NUM_ITERATIONS, STAGE1_KEYS, crop_mammogram_array, cropped_exam
+from .cropping import (BUFFER_SIZE, NUM_ITERATIONS, STAGE1_KEYS, crop_mammogram_array,
+                       crop_tasks, cropped_exam)
 
 CROP_STAGE, CENTER_STAGE = "crop_mammogram", "get_optimal_centers"
 
@@ -54,15 +53,8 @@ def preprocess_exam_list(exam_list, input_dir, output_dir, num_processes=1,
     """
     crop_report, center_report = reports or (FailureReport(CROP_STAGE),
                                              FailureReport(CENTER_STAGE))
-    for exam in exam_list:
-        for key in STAGE1_KEYS + ("best_center",):
-            if key in exam:
-                raise ExamListError(f"exam {exam_names(exam)}: already has key {key!r}; give "
-                                    "the exam list from before cropping")
-    images = list(iter_images(exam_list))
-    tasks = [(Path(input_dir) / f"{name}.png", Path(output_dir) / f"{name}.png", view,
-              exam_list[e]["horizontal_flip"], iterations, buffer_size)
-             for e, view, _, name in images]
+    images, tasks = crop_tasks(exam_list, input_dir, output_dir, iterations, buffer_size,
+                               STAGE1_KEYS + ("best_center",))
     results, centers = {}, {}
     for (_, _, _, name), (value, error) in zip(images, parallel_map(
             _task, tasks, num_processes, desc="Crop and centers")):
