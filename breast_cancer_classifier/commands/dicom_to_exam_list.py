@@ -7,7 +7,6 @@ skipped or failed. Exit status: 0 done, 3 some mammograms failed, 1 nothing kept
 2 bad arguments or existing outputs.
 """
 
-
 import argparse
 
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli

@@ -3,8 +3,6 @@ from the original repository at the commit pinned in models/official_files.tsv, 
 each file's git blob SHA-1 before moving it into place.
 """
 
-
-
 import argparse
 
 from breast_cancer_classifier.tools import download

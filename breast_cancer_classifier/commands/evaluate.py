@@ -7,7 +7,6 @@
 (rows in exam-list order) or an exam list (.pkl/.json) whose exams carry ``cancer_label``.
 """
 
-
 import argparse
 
 from breast_cancer_classifier.tools import evaluate

@@ -5,7 +5,6 @@ The numbers they produce are not predictions; models/DEMO_WEIGHTS.txt says so.
 
 from pathlib import Path
 
-
 import argparse
 
 from breast_cancer_classifier.tools import demo_weights

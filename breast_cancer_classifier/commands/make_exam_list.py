@@ -7,7 +7,6 @@ every input with the reason it was kept, skipped or failed. Exit status: 0 done,
 images failed, 1 nothing kept, 2 bad arguments, an unreadable manifest or existing outputs.
 """
 
-
 import argparse
 
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli

@@ -12,7 +12,6 @@ Single image (run_single.sh outputs):
 """
 from pathlib import Path
 
-
 import argparse
 import math
 

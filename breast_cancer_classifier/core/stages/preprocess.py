@@ -7,7 +7,6 @@ an image that fails either step is left out of its view's list (SPEC 4 and 5), a
 failure is reported under that step's name.
 """
 
-
 from .. import formats
 from ..errors import InputImageError
 from ..failures import FailureReport, outcome
