@@ -3,7 +3,8 @@
 Usage (from the repository root)::
 
     .venv/bin/python benchmarks/bench_pipeline.py [--num-epochs 10] [--num-processes N]
-        [--cases sample synth_c] [--no-memory] [--keep]
+        [--cases sample synth_c] [--no-memory] [--keep] [--results FILE]
+    .venv/bin/python benchmarks/bench_pipeline.py --report FILE   # tables of a --results file
 
 For each input set (``sample``: the repository's four synthetic exams in ``sample_data/``;
 ``synth_c``: the parity kit's one large four-view exam) the same exams and weights (the
@@ -331,7 +332,13 @@ def main():
     parser.add_argument("--poll", type=float, default=0.1,
                         help="seconds between samples of the process tree's RSS")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--results", help="also append each finished measurement to this "
+                        "JSON-lines file (kept if the run is stopped)")
+    parser.add_argument("--report", metavar="RESULTS",
+                        help="print the tables of a --results file, running nothing")
     args = parser.parse_args()
+    if args.report:
+        return report_file(args.report)
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     env = dict(os.environ, BCC_NO_PROGRESS="1", BCC_CACHE_DIR=str(scratch / "cache"))
@@ -350,11 +357,13 @@ def main():
             print(f"{case}: bcc {ours['wall']:.1f} s", file=sys.stderr, flush=True)
             identical, total, problems = compare_outputs(ref["out"], ours["out"])
             rows.append((case, ref, ours, identical, total, problems))
+            save_result(args, notes, host, {"kind": "pair", "row": rows[-1]})
         if not args.no_memory:
             print("real_cc: bcc run ...", file=sys.stderr, flush=True)
             # Every exam lacks its MLO views: both classifiers fail on all of them (exit 1).
             ours = run_bcc("real_cc", scratch / "real_cc", args, env, ok=(0, 1, 3))
             memory_rows.append(("real_cc", ours))
+            save_result(args, notes, host, {"kind": "memory", "row": memory_rows[-1]})
     except BaseException:
         print("benchmark stopped early; what finished:", file=sys.stderr)
         report(host, args, notes, rows, memory_rows)
@@ -367,9 +376,29 @@ def main():
     report(host, args, notes, rows, memory_rows)
 
 
+def save_result(args, notes, host, entry):
+    if args.results:
+        entry.update(host=host, notes=dict(notes, end=source_digest()),
+                     num_epochs=args.num_epochs, num_processes=args.num_processes)
+        with open(args.results, "a") as out:
+            out.write(json.dumps(entry, default=str) + "\n")
+
+
+def report_file(path):
+    """The tables of a ``--results`` file (the last entry of each case wins)."""
+    pairs, memory, last = {}, {}, None
+    for line in Path(path).read_text().splitlines():
+        last = json.loads(line)
+        (pairs if last["kind"] == "pair" else memory)[last["row"][0]] = last["row"]
+    if last is None:
+        raise SystemExit(f"{path}: no results")
+    args = argparse.Namespace(num_epochs=last["num_epochs"], num_processes=last["num_processes"])
+    report(last["host"], args, last["notes"], list(pairs.values()), list(memory.values()))
+
+
 def report(host, args, notes, rows, memory_rows):
     """Print the tables and the targets of what was measured."""
-    end = source_digest()
+    end = notes.get("end") or source_digest()
     code = (f"code {notes['code']}, unchanged during the run" if end == notes["code"] else
             f"WARNING: the code changed during the run ({notes['code']} -> {end})")
     runtimes = sorted({r[2]["runtime"] for r in rows} | {r[1]["runtime"] for r in memory_rows})
