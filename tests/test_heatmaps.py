@@ -832,7 +832,8 @@ def test_failed_export_names_the_cause_and_exits_1(tiny_exam, random_weights, tm
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("")
     monkeypatch.setenv("BCC_CACHE_DIR", str(blocker / "cache"))
-    assert run_script("run_producer", *producer_args(folder, data_path, random_weights)) == 1
+    assert run_script("run_producer", *producer_args(folder, data_path, random_weights,
+                                                     "--runtime", "onnxruntime")) == 1
     err = capsys.readouterr().err
     assert "to ONNX failed" in err and "not_a_folder" in err and "--runtime torch" in err
     assert not (folder / "heatmaps").exists()
