@@ -32,7 +32,7 @@ from breast_cancer_classifier.core.stages.classify import (ClassifierSettings, R
 from breast_cancer_classifier.core.exam_list import (STAGE_KEYS, iter_images, load_exam_list,
                                                      save_exam_list)
 from breast_cancer_classifier.core.failures import FailureReport, failures_csv_path
-from breast_cancer_classifier.core.views import LABELS, VIEWS
+from breast_cancer_classifier.core.views import LABELS, VIEWS, view_angle
 from conftest import REPO, parity_case
 
 # Kit CSV stem → (model mode, heatmaps, weight file stem).
@@ -378,3 +378,27 @@ def test_run_model_single_refuses_a_view_split_checkpoint(kit):
     assert result.returncode == 2
     assert result.stdout == ""
     assert "image-mode checkpoint" in result.stderr
+
+
+def test_exam_batch_puts_each_angles_views_in_one_array_that_the_model_runs_unjoined():
+    from breast_cancer_classifier.core.classifier_models import join_batches
+    from breast_cancer_classifier.core.stages.augmentation import draw_window, window_batch
+    from breast_cancer_classifier.core.stages.classify import exam_batch, to_model_inputs
+
+    rng = np.random.RandomState(3)
+    inputs = {view: [rng.rand(700, 500, 3).astype(np.float32)] for view in VIEWS}
+    centers = {view: [(350, 250)] for view in VIEWS}
+    draws = [{view: draw_window(rng, 1, augment=True) for view in VIEWS} for _ in range(2)]
+    batch = exam_batch(inputs, centers, draws, True)
+    for view in VIEWS:  # the same windows as cut one view at a time
+        np.testing.assert_array_equal(batch[view], window_batch(
+            inputs[view], centers[view], view_angle(view), [d[view] for d in draws], True))
+    tensors = to_model_inputs(batch, "cpu")
+    for angle in ("CC", "MLO"):
+        left, right = tensors[f"L-{angle}"], tensors[f"R-{angle}"]
+        both = join_batches(left, right)
+        assert both.data_ptr() == left.data_ptr()  # no copy of the pair
+        assert torch.equal(both, torch.cat([left, right]))
+    alone = to_model_inputs({view: batch[view].copy() for view in VIEWS}, "cpu")
+    for view in VIEWS:
+        assert torch.equal(alone[view], tensors[view])

@@ -191,6 +191,7 @@ class Engine:
         result.predictions[IMAGE_STAGE] = self._predict(IMAGE_STAGE, joints,
                                                         exam["best_center"], exam_plan.draws)
         del joints
+        glibc_malloc_trim()  # stage 4a's freed activations, before 4b's inputs are built
         try:
             joints = self._joint_arrays(exam, images, maps)
         except InputImageError as err:
