@@ -204,3 +204,16 @@ def test_join_batches_is_a_view_of_adjacent_halves_and_a_copy_otherwise():
     assert torch.equal(apart, both)
     swapped = join_batches(right, left)  # not in storage order: copied, in the order asked
     assert torch.equal(swapped, torch.cat([right, left]))
+
+
+def test_on_the_cpu_each_view_runs_alone_with_the_bits_of_the_joined_pair():
+    torch.manual_seed(0)
+    model = build_view_split_model(3).eval()
+    views = {view: torch.randn(2, 3, *SMALL[view.split("-")[1]]) for view in VIEWS}
+    with torch.inference_mode():
+        features = model.four_view_resnet(views)
+        for angle, column in (("CC", model.four_view_resnet.cc),
+                              ("MLO", model.four_view_resnet.mlo)):
+            both = column(torch.cat([views[f"L-{angle}"], views[f"R-{angle}"]]))
+            assert torch.equal(features[f"L-{angle}"], both[:2])
+            assert torch.equal(features[f"R-{angle}"], both[2:])

@@ -380,7 +380,7 @@ def test_run_model_single_refuses_a_view_split_checkpoint(kit):
     assert "image-mode checkpoint" in result.stderr
 
 
-def test_exam_batch_puts_each_angles_views_in_one_array_that_the_model_runs_unjoined():
+def test_exam_batch_puts_each_angles_views_in_one_array_joined_without_a_copy():
     from breast_cancer_classifier.core.classifier_models import join_batches
     from breast_cancer_classifier.core.stages.augmentation import draw_window, window_batch
     from breast_cancer_classifier.core.stages.classify import exam_batch, to_model_inputs

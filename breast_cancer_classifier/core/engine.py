@@ -238,6 +238,7 @@ class Engine:
         with closing(prefetch(batches, self.run_plan.prefetch_depth)) as stream:
             for batch in stream:
                 parts.append(batch_probabilities(self.models[stage], batch, options, self.device))
+                del batch  # before the next is cut: two full-size batches are 0.5 GB
         return np.concatenate(parts).mean(axis=0, dtype=np.float32)
 
 

@@ -128,8 +128,8 @@ def exam_batch(inputs, best_centers, draws, augment, map_views=map):
     """``{view: N x H_in x W_in x C}`` float32 windows, one per repetition of ``draws``.
 
     The left and right views of an angle are the two halves of one ``2N`` array, left
-    first: the batch that angle's column runs, which then needs no copy to join them (a
-    full-size 3-channel pair is 124 MB; see ``to_model_inputs``).
+    first: the batch that angle's column runs on a GPU, which then needs no copy to join
+    them (a full-size 3-channel pair is 124 MB; see ``to_model_inputs``).
     """
     n = len(draws)
     halves = {}
@@ -271,6 +271,7 @@ def classify_exams(exam_list, model, image_dir, heatmaps_dir, settings, device, 
                 report.add(f"exam {index} ({exam_names(exam_list[index])})", batch)
                 continue
             per_exam[index].append(batch_probabilities(model, batch, settings, device))
+            del batch  # before the next is cut: two full-size batches are 0.5 GB
     bar.update(len(exam_list) - done)
     bar.close()
     return [np.concatenate(parts).mean(axis=0, dtype=np.float32) if parts else None
