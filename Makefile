@@ -20,7 +20,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+# The heavy optional extras (Ray, ...), for their tests; the demo does not need them.
+EXTRAS_STAMP := $(VENV)/.extras-stamp
+$(EXTRAS_STAMP): $(STAMP) requirements-extras.txt
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-extras.txt
+	touch $(EXTRAS_STAMP)
+
+test: $(STAMP) $(EXTRAS_STAMP)
 	$(PY) -m pytest -q -ra tests
 
 # Demo weights fill in only the checkpoints missing from models/; official ones are kept.

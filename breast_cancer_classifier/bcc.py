@@ -15,6 +15,7 @@ import importlib
 import sys
 
 from . import __version__
+from .core.errors import SettingsError
 from .cli import (add_device_flags, add_overwrite_flag, add_precision_flag, add_runtime_flag,
                   add_trust_flag, positive_int, run_cli)
 
@@ -76,6 +77,22 @@ def build_parser():
     run.add_argument("--visualize", action="store_true",
                      help="also draw overlay pictures into OUTPUT/visualizations")
     run.add_argument("--note", help="an extra warning line on every picture")
+    cluster = run.add_argument_group(
+        "cluster", "--engine ray spreads the run over a Ray cluster (pip install "
+        "'breast-cancer-classifier[cluster]'); the output and data folders must then be one "
+        "shared path on every node")
+    cluster.add_argument("--engine", choices=["local", "ray"], default="local",
+                         help="'local' (default): this process; 'ray': Ray tasks for stages "
+                         "1-2, a pool of engine actors for the exams (same bytes)")
+    cluster.add_argument("--ray-address", help="join a running cluster: 'auto' or HOST:PORT "
+                         "(default: start Ray on this machine)")
+    cluster.add_argument("--workers", type=positive_int,
+                         help="engine actors (default: one per GPU, else one per node)")
+    cluster.add_argument("--batch-exams", type=positive_int,
+                         help="exams per actor call (default 1 on CPUs, 4 on GPUs)")
+    cluster.add_argument("--threads-per-worker", type=positive_int,
+                         help="intra-op threads of each actor (default: a node's CPUs, or "
+                         "the CPUs shared out among the GPU actors)")
 
     single = commands.add_parser("single", help="the single-image path",
                                  description="Crop, center, heatmaps and the two image-wise "
@@ -102,10 +119,27 @@ def _run(args):
     settings = EngineSettings.from_namespace(args)
     status = run_pipeline(args.exam_list, args.data_folder, args.output_dir, settings,
                           num_processes=args.num_processes, resume=args.resume,
-                          overwrite=args.overwrite, exams=args.exams)
+                          overwrite=args.overwrite, exams=args.exams,
+                          executor=_executor(args))
     if args.visualize and status in (0, 3) and not args.exams:
         status = max(status, _pictures(args.output_dir, args.note))
     return status
+
+
+def _executor(args):
+    """None (this process) or the Ray executor; cluster flags without --engine ray are refused."""
+    cluster_flags = {"--ray-address": args.ray_address, "--workers": args.workers,
+                     "--batch-exams": args.batch_exams,
+                     "--threads-per-worker": args.threads_per_worker}
+    if args.engine != "ray":
+        given = [flag for flag, value in cluster_flags.items() if value is not None]
+        if given:
+            raise SettingsError(f"{', '.join(given)} only apply with --engine ray")
+        return None
+    from .tools.cluster import RayExecutor
+
+    return RayExecutor(args.ray_address, args.workers, args.batch_exams,
+                       args.threads_per_worker)
 
 
 def _pictures(output_dir, note):

@@ -269,23 +269,30 @@ def test_declared_dependencies_cover_the_imports():
     assert not problems, "\n".join(problems)
 
 
+def _requirement_lines(name):
+    lines = [line.split("#", 1)[0].strip() for line in (REPO / name).read_text().splitlines()]
+    return [line for line in lines if line]
+
+
 def test_requirements_txt_mirrors_pyproject():
-    """requirements.txt (what `make` installs) = [project] dependencies + every extra, plus
-    the build backend; the same lower bounds in both."""
+    """requirements.txt (what `make` installs) = [project] dependencies + the `test` extra +
+    the build backend; requirements-extras.txt (what `make test` adds) = the other extras;
+    the same lower bounds as pyproject.toml."""
     project = _pyproject()
-    declared = list(project["project"]["dependencies"])
-    for extra in project["project"].get("optional-dependencies", {}).values():
-        declared += extra
+    extras = dict(project["project"].get("optional-dependencies", {}))
+    declared = list(project["project"]["dependencies"]) + extras.pop("test")
     build = project["build-system"]["requires"]
-    lines = [line.split("#", 1)[0].strip()
-             for line in (REPO / "requirements.txt").read_text().splitlines()]
-    requirements = [line for line in lines if line]
+    heavy = [req for extra in extras.values() for req in extra]
 
     def spec(req):
         return _requirement_name(req), re.sub(r"\s+", "", req[re.match(
             r"\s*[A-Za-z0-9][A-Za-z0-9._-]*", req).end():])
 
-    assert sorted(map(spec, requirements)) == sorted(map(spec, declared + build))
+    assert sorted(map(spec, _requirement_lines("requirements.txt"))) == sorted(
+        map(spec, declared + build))
+    assert sorted(map(spec, _requirement_lines("requirements-extras.txt"))) == sorted(
+        map(spec, heavy))
+    assert "ray" in {_requirement_name(r) for r in heavy}
     assert "pytest" not in {_requirement_name(r) for r in project["project"]["dependencies"]}
     scripts = project["project"]["scripts"]
     assert scripts == {"bcc": "breast_cancer_classifier.bcc:main"}

@@ -29,7 +29,7 @@ from .hashing import file_sha256
 from .plan import load_plan, make_plan, save_plan
 from .run_record import (RunRecord, command_line, exam_list_digest, library_versions,
                          worker_name)
-from .runtime import log, progress
+from .runtime import log, parallel_map, progress
 from .stages.preprocess import CENTER_STAGE, CROP_STAGE, preprocess_exam_list
 
 CROPPED_DIR, CROPPED_LIST = "cropped_images", "cropped_images/cropped_exam_list.pkl"
@@ -78,29 +78,29 @@ def parse_exam_selection(text, count):
     return sorted(indices)
 
 
-def settings_record(settings, exam_list):
+def settings_record(settings, exam_list, device):
     """What ``run_settings.json`` holds (the binding settings of run_record, and more).
 
-    Worked out before any model is loaded (pass 1 forks its workers from this process):
-    the device as ``--device-type`` resolves here, the runtime by the runtime rule.
+    Worked out before any model is loaded (pass 1 forks its workers from this process);
+    ``device`` is where pass 2 runs (the executor resolves it), the runtime follows the
+    runtime rule for it.
     """
     from .errors import CheckpointError
     from .patch_runtime import choose_runtime
-    from .runtime import resolve_device
 
     weights = {}
     for role, path in settings.weight_paths().items():
         if not Path(path).is_file():
             raise CheckpointError(f"{path}: weight file not found ({role} model)")
         weights[role] = file_sha256(path)
-    device = resolve_device(settings.device_type, settings.gpu_number)
     return {
         "weights": {role: str(path) for role, path in settings.weight_paths().items()},
         "weights_sha256": weights,
         "exam_list_sha256": exam_list_digest(exam_list),
         "seed": settings.seed, "num_epochs": settings.num_epochs,
         "use_augmentation": settings.use_augmentation, "precision": settings.precision,
-        "runtime": choose_runtime(settings.runtime, settings.precision, device.type == "cpu"),
+        "runtime": choose_runtime(settings.runtime, settings.precision,
+                                  str(device).startswith("cpu")),
         "device": str(device),
         "batch_size": settings.batch_size, "heatmap_batch_size": settings.heatmap_batch_size,
         "versions": library_versions(), "command": command_line(),
@@ -124,7 +124,7 @@ def prepare_output_dir(layout, resume, overwrite):
             path.unlink()
 
 
-def run_pass1(exam_list, data_folder, layout, record, num_processes):
+def run_pass1(exam_list, data_folder, layout, record, map_tasks):
     """Stages 1-2 into ``cropped_images/`` and ``data.pkl``; returns the pass-1 failures."""
     from .failures import FailureReport
 
@@ -132,7 +132,7 @@ def run_pass1(exam_list, data_folder, layout, record, num_processes):
     start = time.perf_counter()
     with formats.staged_output_dir(layout.cropped_dir, overwrite=True) as stage:
         cropped, with_centers = preprocess_exam_list(exam_list, data_folder, stage,
-                                                     num_processes, reports=reports)
+                                                     reports=reports, map_tasks=map_tasks)
         save_exam_list(cropped, stage / Path(CROPPED_LIST).name)
     save_exam_list(with_centers, layout.data_pkl)
     failures = [(r.stage, item, reason) for r in reports for item, reason in r.failures]
@@ -177,32 +177,125 @@ def assemble(layout, exam_count, pass1_failures):
     return EXIT_NOTHING_DONE if nothing else EXIT_PARTIAL
 
 
+class ExamRunner:
+    """Pass 2 on one worker: the engine, and the run's ``data.pkl`` and plan read from its
+    folder; :meth:`run` takes one exam into its files and returns its manifest entry.
+
+    Every worker writes the same bytes for an exam, each file atomically, so an exam done
+    twice (a retried worker) leaves the files of one; only the driver writes the manifest.
+    """
+
+    def __init__(self, settings, device, expected_runtime, output_dir, engine_factory=None):
+        from .engine import Engine
+
+        self.layout = RunLayout(output_dir)
+        self.record = RunRecord(self.layout.root)
+        self.data = load_exam_list(self.layout.data_pkl)
+        self.plan = load_plan(self.layout.plan)
+        self.engine = (engine_factory or Engine)(settings, device=device)
+        if self.engine.runtime_name != expected_runtime:
+            self.engine.close()
+            raise PipelineError(f"runtime {self.engine.runtime_name} was loaded, "
+                                f"{expected_runtime} was expected")
+
+    def run(self, index):
+        result = self.engine.run_exam(self.data[index], self.plan[index],
+                                      self.layout.cropped_dir, self.layout.heatmaps_dir)
+        outputs = result.heatmap_files + [write_exam_result(self.layout, result)]
+        failed = [s for s in CSV_NAMES if result.predictions.get(s) is None]
+        return {"exam": index, "status": "failed" if len(failed) == 2 else
+                "partial" if failed else "done", "outputs": self.record.output_entry(outputs),
+                "seconds": round(result.seconds, 3), "finished": round(time.time(), 3),
+                "worker": worker_name()}
+
+    def close(self):
+        self.engine.close()
+
+
+class LocalExecutor:
+    """This machine: pass 1 in a pool of processes, pass 2 in this process, one exam at a time."""
+
+    name = "local"
+
+    def __init__(self, num_processes=10, engine_factory=None):
+        self.num_processes, self.engine_factory = num_processes, engine_factory
+
+    def device(self, settings):
+        from .runtime import resolve_device
+
+        return str(resolve_device(settings.device_type, settings.gpu_number))
+
+    def check_output_dir(self, layout, data_folder=None):
+        """Nothing to check here: this process reads and writes every file itself."""
+
+    def map_tasks(self, function, items, desc):
+        return parallel_map(function, items, self.num_processes, desc=desc)
+
+    def run_exams(self, settings, device, expected_runtime, output_dir, indices):
+        """Manifest entries of ``indices``, in order, as each exam finishes."""
+        runner = ExamRunner(settings, device, expected_runtime, output_dir,
+                            self.engine_factory)
+        try:
+            for index in indices:
+                yield runner.run(index)
+        finally:
+            runner.close()
+
+    def close(self):
+        pass
+
+
+class ExamProgress:
+    """Pass 2's progress on stderr: exams done, failed and remaining, and exams per minute."""
+
+    def __init__(self, total, initial):
+        self.failed, self.count, self.start = 0, 0, time.perf_counter()
+        self.bar = progress(total=total, initial=initial, desc="Exams", unit="exam")
+        self.remaining = total - initial
+
+    def update(self, entry):
+        self.count += 1
+        self.remaining -= 1
+        self.failed += entry["status"] != "done"
+        minutes = (time.perf_counter() - self.start) / 60
+        self.bar.set_postfix(failed=self.failed, remaining=self.remaining,
+                             per_min=f"{self.count / minutes:.2f}" if minutes else "-",
+                             refresh=False)
+        self.bar.update()
+
+    def close(self):
+        self.bar.close()
+
+
 def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_processes=10,
-                 resume=False, overwrite=False, exams=None, engine_factory=None):
+                 resume=False, overwrite=False, exams=None, engine_factory=None,
+                 executor=None):
     """The ``bcc run`` command; returns the exit status (0, 3 or 1; errors raise).
 
     ``exams`` (``"0,3-5"``) runs pass 2 on those exams only; the CSVs are written once every
-    exam is finished (a later ``--continue`` completes the others).
+    exam is finished (a later ``--continue`` completes the others). ``executor`` runs the
+    work: :class:`LocalExecutor` by default (with ``num_processes`` and ``engine_factory``),
+    or a cluster's (``tools.cluster``). Only this process writes the run record.
     """
-    from .engine import Engine
-
+    executor = executor or LocalExecutor(num_processes, engine_factory)
     layout = RunLayout(output_dir)
     record = RunRecord(layout.root)
     exam_list = load_exam_list(exam_list_path)
     selected = (parse_exam_selection(exams, len(exam_list)) if exams
                 else list(range(len(exam_list))))
     prepare_output_dir(layout, resume, overwrite)
-    new_settings = settings_record(settings, exam_list)
+    new_settings = settings_record(settings, exam_list, executor.device(settings))
     if resume and layout.root.exists() and record.read_settings() is not None:
         record.check_same_settings(new_settings)
         log.info("run: continuing the run in %s", layout.root)
     else:
         layout.root.mkdir(parents=True, exist_ok=True)
         record.write_settings(new_settings)
+    executor.check_output_dir(layout, data_folder)
 
     pass1 = record.finished(PASS1) if resume else None
     if pass1 is None:
-        pass1_failures = run_pass1(exam_list, data_folder, layout, record, num_processes)
+        pass1_failures = run_pass1(exam_list, data_folder, layout, record, executor.map_tasks)
     else:
         pass1_failures = [tuple(f) for f in pass1.get("failures", [])]
         log.info("run: stages 1-2 already done; reusing %s", layout.data_pkl)
@@ -211,32 +304,26 @@ def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_proce
     if not (layout.plan.is_file() and _same_plan(layout.plan, plan)):
         save_plan(plan, layout.plan)
 
-    # The models load after pass 1, whose workers are forks of this process.
-    engine = (engine_factory or Engine)(settings, device=new_settings["device"])
-    if engine.runtime_name != new_settings["runtime"]:
-        raise PipelineError(f"runtime {engine.runtime_name} was loaded, {new_settings['runtime']} "
-                            "was expected")
     done = record.finished_exams() if resume else {}
     todo = [i for i in selected if i not in done]
     if resume:
         record.append({"event": "continue", "reused": sorted(i for i in selected if i in done),
-                       "recomputing": todo, "command": command_line(), "worker": worker_name()})
-    bar = progress(total=len(selected), initial=len(selected) - len(todo), desc="Exams",
-                   unit="exam")
+                       "recomputing": todo, "command": command_line(), "worker": worker_name(),
+                       "engine": executor.name})
+    bar = ExamProgress(len(selected), len(selected) - len(todo))
+    recorded = set()
     try:
-        for index in todo:
-            result = engine.run_exam(data[index], plan[index], layout.cropped_dir,
-                                     layout.heatmaps_dir)
-            outputs = result.heatmap_files + [write_exam_result(layout, result)]
-            failed = [s for s in CSV_NAMES if result.predictions.get(s) is None]
-            record.append({"exam": index, "status": "failed" if len(failed) == 2 else
-                           "partial" if failed else "done",
-                           "outputs": record.output_entry(outputs),
-                           "seconds": round(result.seconds, 3), "worker": worker_name()})
-            bar.update()
+        # The models load after pass 1, whose workers are forks of this process.
+        for entry in executor.run_exams(settings, new_settings["device"],
+                                        new_settings["runtime"], layout.root, todo):
+            if entry["exam"] in recorded:  # a retried worker's second answer
+                continue
+            recorded.add(entry["exam"])
+            record.append(entry)
+            bar.update(entry)
     finally:
         bar.close()
-        engine.close()
+        executor.close()
     finished = record.finished_exams()
     missing = [i for i in range(len(data)) if i not in finished]
     if missing:

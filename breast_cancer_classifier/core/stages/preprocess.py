@@ -38,25 +38,33 @@ def crop_and_center_file(input_path, output_path, view, horizontal_flip,
     return result, center
 
 
-def _task(task):
-    """Process-pool worker: never raises (one image's failure is a message)."""
+def crop_and_center_task(task):
+    """One image's pass-1 work for a pool or cluster worker: ``(result, None)`` or
+    ``(None, message)``, never raises (one image's failure is a message)."""
     return outcome(crop_and_center_file, *task, name=task[0])
 
 
 def preprocess_exam_list(exam_list, input_dir, output_dir, num_processes=1,
-                         iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE, reports=None):
+                         iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE, reports=None,
+                         map_tasks=None):
     """Stages 1 and 2 of ``exam_list``: ``(cropped exam list, exam list with centers)``.
 
     Cropped PNGs are written under ``output_dir``. ``reports`` = ``(crop, centers)``
-    FailureReports collect the failed images of each step.
+    FailureReports collect the failed images of each step. ``map_tasks(function, tasks,
+    desc)`` runs the per-image work and returns its results in order (default: a pool of
+    ``num_processes`` processes; a cluster passes its own).
     """
+    if map_tasks is None:
+        def map_tasks(function, items, desc):
+            return parallel_map(function, items, num_processes, desc=desc)
+
     crop_report, center_report = reports or (FailureReport(CROP_STAGE),
                                              FailureReport(CENTER_STAGE))
     images, tasks = crop_tasks(exam_list, input_dir, output_dir, iterations, buffer_size,
                                STAGE1_KEYS + ("best_center",))
     results, centers = {}, {}
-    for (_, _, _, name), (value, error) in zip(images, parallel_map(
-            _task, tasks, num_processes, desc="Crop and centers")):
+    for (_, _, _, name), (value, error) in zip(images, map_tasks(
+            crop_and_center_task, tasks, "Crop and centers")):
         if error:
             crop_report.add(name, error)
             continue
