@@ -113,15 +113,16 @@ class _FourViewColumns(nn.Module):
     def forward(self, views):
         """``{view: N x C x H x W}`` → ``{view: N x 256}``.
 
-        On a GPU the two views of an angle run as one batch (fewer, fuller kernels). On the
-        CPU each view runs alone: the same bits and speed (a full-size 3-channel CC pair:
-        0.22 s either way on 2 cores) with half the activation memory (peak 209 MB above
-        the inputs instead of 367 MB), as the reference runs them.
+        On a GPU the two views of an angle run as one batch (fewer, fuller kernels). In
+        inference on the CPU each view runs alone: the same bits and speed (a full-size
+        3-channel CC pair: 0.22 s either way on 2 cores) with half the activation memory
+        (peak 209 MB above the inputs instead of 367 MB), as the reference runs them. In
+        training mode the pair stays one batch: BatchNorm's batch statistics depend on it.
         """
         features = {}
         for angle, column in (("CC", self.cc), ("MLO", self.mlo)):
             left, right = f"L-{angle}", f"R-{angle}"
-            if views[left].device.type == "cpu":
+            if views[left].device.type == "cpu" and not self.training:
                 features[left], features[right] = column(views[left]), column(views[right])
                 continue
             n = views[left].shape[0]

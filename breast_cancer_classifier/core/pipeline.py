@@ -285,13 +285,13 @@ def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_proce
                 else list(range(len(exam_list))))
     prepare_output_dir(layout, resume, overwrite)
     new_settings = settings_record(settings, exam_list, executor.device(settings))
-    if resume and layout.root.exists() and record.read_settings() is not None:
+    layout.root.mkdir(parents=True, exist_ok=True)
+    executor.check_output_dir(layout, data_folder)  # before anything is written there
+    if resume and record.read_settings() is not None:
         record.check_same_settings(new_settings)
         log.info("run: continuing the run in %s", layout.root)
     else:
-        layout.root.mkdir(parents=True, exist_ok=True)
         record.write_settings(new_settings)
-    executor.check_output_dir(layout, data_folder)
 
     pass1 = record.finished(PASS1) if resume else None
     if pass1 is None:
