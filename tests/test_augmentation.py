@@ -202,13 +202,3 @@ def test_window_batch_equals_stacked_windows_of_the_chosen_images():
     assert batch.flags.c_contiguous
     np.testing.assert_array_equal(batch, expected)
 
-
-def test_window_batch_fills_the_given_array_and_checks_its_shape():
-    rng = np.random.RandomState(7)
-    joints = [rng.rand(900, 700, 1).astype(np.float32)]
-    draws = [draw_window(rng, 1, augment=True) for _ in range(2)]
-    out = np.zeros((2,) + INPUT_SIZE["CC"] + (1,), dtype=np.float32)
-    assert window_batch(joints, [(450, 350)], "CC", draws, True, out=out) is out
-    np.testing.assert_array_equal(out, window_batch(joints, [(450, 350)], "CC", draws, True))
-    with pytest.raises(ValueError, match="needs"):
-        window_batch(joints, [(450, 350)], "CC", draws[:1], True, out=out)

@@ -189,23 +189,6 @@ def test_single_image_model_needs_an_image_mode_checkpoint(tmp_path):
         load_single_image_model(path, "L-CC", 1)
 
 
-def test_join_batches_is_a_view_of_adjacent_halves_and_a_copy_otherwise():
-    from breast_cancer_classifier.core.classifier_models import join_batches
-
-    joined = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 4, 5, 3)
-    nchw = joined.permute(0, 3, 1, 2)  # channels-last memory, as the stage-4 inputs
-    left, right = nchw[:1], nchw[1:]
-    both = join_batches(left, right)
-    assert both.data_ptr() == left.data_ptr()  # no copy
-    assert both.stride() == torch.cat([left, right]).stride()
-    assert torch.equal(both, torch.cat([left, right]))
-    apart = join_batches(left, nchw[1:].clone(memory_format=torch.channels_last))
-    assert apart.data_ptr() != left.data_ptr()
-    assert torch.equal(apart, both)
-    swapped = join_batches(right, left)  # not in storage order: copied, in the order asked
-    assert torch.equal(swapped, torch.cat([right, left]))
-
-
 def test_on_the_cpu_each_view_runs_alone_with_the_bits_of_the_joined_pair():
     torch.manual_seed(0)
     model = build_view_split_model(3).eval()

@@ -87,21 +87,6 @@ class ResNetColumn(nn.Module):
         return h.flatten(2).mean(-1)
 
 
-def join_batches(first, second):
-    """``torch.cat([first, second])``, as a view when ``second`` already follows ``first`` in
-    one storage with the same strides (as ``classify.to_model_inputs`` builds them): the same
-    tensor, values and memory layout, without a copy of a full-size pair."""
-    n = first.shape[0]
-    if (n and second.shape[0] and first.shape[1:] == second.shape[1:]
-            and first.stride() == second.stride() and first.dtype == second.dtype
-            and first.device == second.device
-            and first.untyped_storage().data_ptr() == second.untyped_storage().data_ptr()
-            and second.storage_offset() == first.storage_offset() + n * first.stride(0)):
-        return first.as_strided((n + second.shape[0],) + tuple(first.shape[1:]), first.stride(),
-                                first.storage_offset())
-    return torch.cat([first, second], dim=0)
-
-
 class _FourViewColumns(nn.Module):
     """The two columns, ``cc`` and ``mlo`` (checkpoint prefix ``four_view_resnet.``)."""
 
@@ -126,7 +111,7 @@ class _FourViewColumns(nn.Module):
                 features[left], features[right] = column(views[left]), column(views[right])
                 continue
             n = views[left].shape[0]
-            both = column(join_batches(views[left], views[right]))
+            both = column(torch.cat([views[left], views[right]], dim=0))
             features[left], features[right] = both[:n], both[n:]
         return features
 

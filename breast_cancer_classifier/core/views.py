@@ -6,7 +6,6 @@ L_CC, R_CC, L_MLO, R_MLO = "L-CC", "R-CC", "L-MLO", "R-MLO"
 # Canonical iteration order: random-number streams are consumed in this order.
 VIEWS = (L_CC, R_CC, L_MLO, R_MLO)
 LABELS = ("left_benign", "right_benign", "left_malignant", "right_malignant")
-ANGLES = ("CC", "MLO")
 # Model input window (H, W) per angle, SPEC section 1.
 INPUT_SIZE = {"CC": (2677, 1942), "MLO": (2974, 1748)}
 

@@ -245,18 +245,14 @@ def model_window(joint, angle, best_center, draw, augment, out=None):
     return standardize_image(out, in_place=True)
 
 
-def window_batch(joints, best_centers, angle, draws, augment, out=None):
+def window_batch(joints, best_centers, angle, draws, augment):
     """``N x H_in x W_in x C`` float32: the window of each :class:`WindowDraw` in ``draws``.
 
     ``joints`` and ``best_centers`` list a view's images and centers; each draw picks one by
-    its ``image_index``. The windows are written straight into the batch array (``out``,
-    if given).
+    its ``image_index``. The windows are written straight into the batch array.
     """
     channels = joints[0].shape[2]
-    shape = (len(draws),) + INPUT_SIZE[angle] + (channels,)
-    batch = np.empty(shape, dtype=np.float32) if out is None else out
-    if batch.shape != shape:
-        raise ValueError(f"window batch is {batch.shape}, needs {shape}")
+    batch = np.empty((len(draws),) + INPUT_SIZE[angle] + (channels,), dtype=np.float32)
     for slot, draw in zip(batch, draws):
         index = draw.image_index
         model_window(joints[index], angle, best_centers[index], draw, augment, out=slot)

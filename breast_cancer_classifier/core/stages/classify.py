@@ -31,7 +31,7 @@ from ..failures import FailureReport
 from ..prefetch import prefetch
 from ..runtime import (M_MMAP_MAX, M_TRIM_THRESHOLD, check_precision, glibc_mallopt, log,
                        precision_context, progress, resolve_device)
-from ..views import ANGLES, INPUT_SIZE, LABELS, VIEWS, flip_for_model, view_angle
+from ..views import LABELS, VIEWS, flip_for_model, view_angle
 
 STAGE = "run_model"
 
@@ -125,48 +125,17 @@ def read_exam_inputs(exam, image_dir, heatmaps_dir, settings, map_views=map):
 
 
 def exam_batch(inputs, best_centers, draws, augment, map_views=map):
-    """``{view: N x H_in x W_in x C}`` float32 windows, one per repetition of ``draws``.
-
-    The left and right views of an angle are the two halves of one ``2N`` array, left
-    first: the batch that angle's column runs on a GPU, which then needs no copy to join
-    them (a full-size 3-channel pair is 124 MB; see ``to_model_inputs``).
-    """
-    n = len(draws)
-    halves = {}
-    for angle in ANGLES:
-        channels = inputs[f"L-{angle}"][0].shape[2]
-        joined = np.empty((2 * n,) + INPUT_SIZE[angle] + (channels,), dtype=np.float32)
-        halves[f"L-{angle}"], halves[f"R-{angle}"] = joined[:n], joined[n:]
-
+    """``{view: N x H_in x W_in x C}`` float32 windows, one per repetition of ``draws``."""
     def view_batch(view):
         return window_batch(inputs[view], best_centers[view], view_angle(view),
-                            [d[view] for d in draws], augment, out=halves[view])
+                            [d[view] for d in draws], augment)
 
-    list(map_views(view_batch, VIEWS))  # raises the first failing view's error
-    return halves
+    return dict(zip(VIEWS, map_views(view_batch, VIEWS)))
 
 
 def to_model_input(array, device):
     """``N x H x W x C`` numpy → ``N x C x H x W`` tensor (channels-last memory) on ``device``."""
     return torch.from_numpy(array).permute(0, 3, 1, 2).to(device)
-
-
-def to_model_inputs(batch, device):
-    """``{view: tensor}`` of an :func:`exam_batch`: the halves of one joined array become the
-    halves of one tensor, which the model's columns run without joining them again
-    (``classifier_models.join_batches``); other arrays are converted one by one."""
-    inputs = {}
-    for angle in ANGLES:
-        left, right = batch[f"L-{angle}"], batch[f"R-{angle}"]
-        joined = left.base
-        if (joined is not None and right.base is joined and len(joined) == len(left) + len(right)
-                and left.ctypes.data == joined.ctypes.data):
-            tensor = to_model_input(joined, device)
-            inputs[f"L-{angle}"], inputs[f"R-{angle}"] = tensor[:len(left)], tensor[len(left):]
-        else:
-            inputs[f"L-{angle}"] = to_model_input(left, device)
-            inputs[f"R-{angle}"] = to_model_input(right, device)
-    return inputs
 
 
 # --------------------------------------------------------------------------- predictions
@@ -214,7 +183,7 @@ def exam_batches(exam_list, image_dir, heatmaps_dir, settings, batch_size, map_v
 def batch_probabilities(model, batch, settings, device):
     """``N x 4`` float32 label probabilities of one batch (one row per repetition)."""
     with torch.inference_mode(), precision_context(settings.precision, device):
-        outputs = model(to_model_inputs(batch, device))
+        outputs = model({view: to_model_input(batch[view], device) for view in VIEWS})
     return label_probabilities(outputs, settings.model_mode)
 
 
