@@ -37,8 +37,10 @@ from . import evaluate
 
 METHODS = ("platt", "isotonic")
 TARGETS = ("malignant", "benign")
-# What a predictions CSV comes from: bcc run / run.sh names, and run_model.py's modes.
-MODELS = ("image", "imageheatmaps", "view_split", "view_split_heatmaps")
+# The model behind a predictions CSV: with or without heatmap inputs (run.sh and bcc run's
+# names), and, where known, run_model.py's --model-mode (bcc run and run.sh: view_split).
+MODELS = ("image", "imageheatmaps")
+MODEL_MODES = ("view_split", "image")
 CSV_MODELS = {"image_predictions.csv": "image", "imageheatmaps_predictions.csv": "imageheatmaps"}
 FORMAT, VERSION = "bcc-calibration", 1
 N_BINS, FOLDS, SEED = 10, 5, 0
@@ -46,11 +48,9 @@ EPS, PLATT_C = 1e-6, 1e6
 CALIBRATION_JSON, SUMMARY_MD = "calibration.json", "summary.md"
 
 
-def model_variant(model_mode, use_heatmaps):
-    """The :data:`MODELS` name of a stage-4 run (``run_model.py``'s flags)."""
-    base = "image" if model_mode == "image" else "view_split"
-    return base + ("heatmaps" if base == "image" and use_heatmaps else
-                   "_heatmaps" if use_heatmaps else "")
+def model_name(use_heatmaps):
+    """The :data:`MODELS` name of a stage-4 run."""
+    return "imageheatmaps" if use_heatmaps else "image"
 
 
 # --------------------------------------------------------------------------- maps
@@ -185,10 +185,11 @@ def calibrate(predictions, labels, method="platt", folds=FOLDS, seed=SEED):
     return entries, arrays
 
 
-def model_of(predictions_path, model=None):
-    """What can be told of the model behind a predictions CSV: ``{"model", "weights",
-    "weights_sha256", "source"}`` (None where unknown). ``model`` (``--model``) must agree
-    with what the file's name says."""
+def model_of(predictions_path, model=None, model_mode=None):
+    """What can be told of the model behind a predictions CSV: ``{"model", "model_mode",
+    "weights", "weights_sha256", "source"}`` (None where unknown). ``model`` (``--model``)
+    must agree with what the file's name says; a ``bcc run`` folder's ``run_settings.json``
+    gives the weights (and the view_split mode of every bcc run)."""
     path = Path(predictions_path)
     named = CSV_MODELS.get(path.name)
     if model is not None and model not in MODELS:
@@ -196,7 +197,10 @@ def model_of(predictions_path, model=None):
     if model and named and model != named:
         raise SettingsError(f"{path}: the file name says the {named} model's predictions, "
                             f"but --model {model} was given")
-    found = {"model": model or named, "weights": None, "weights_sha256": None,
+    if model_mode is not None and model_mode not in MODEL_MODES:
+        raise SettingsError(f"--model-mode must be one of {', '.join(MODEL_MODES)}")
+    found = {"model": model or named, "model_mode": model_mode,
+             "weights": None, "weights_sha256": None,
              "source": "--model" if model else "file name" if named else None}
     settings_path = path.parent / "run_settings.json"
     role = found["model"]
@@ -206,6 +210,10 @@ def model_of(predictions_path, model=None):
             found.update(weights=settings["weights"][role],
                          weights_sha256=settings["weights_sha256"][role],
                          source=str(settings_path))
+            if model_mode not in (None, "view_split"):
+                raise SettingsError(f"{path}: made by bcc run (view_split), but --model-mode "
+                                    f"{model_mode} was given")
+            found["model_mode"] = "view_split"
         except (OSError, ValueError, KeyError, TypeError) as err:
             log.warning("calibrate: %s does not say which weights made %s (%s)",
                         settings_path, path.name, err)
@@ -213,7 +221,7 @@ def model_of(predictions_path, model=None):
 
 
 def calibrate_files(predictions_path, labels_path, output_dir, method="platt", folds=FOLDS,
-                    seed=SEED, model=None, overwrite=False):
+                    seed=SEED, model=None, model_mode=None, overwrite=False):
     """Fit from files; write ``calibration.json``, ``summary.md`` and one
     ``reliability_<target>.png`` per target into ``output_dir``. Returns the JSON dict."""
     labels = evaluate.read_labels(labels_path)
@@ -224,7 +232,7 @@ def calibrate_files(predictions_path, labels_path, output_dir, method="platt", f
                  "labels": str(labels_path), "labels_sha256": file_sha256(labels_path),
                  "exams": int(len(predictions)),
                  "exams_left_out": int(np.isnan(predictions).any(axis=1).sum()),
-                 **model_of(predictions_path, model)}
+                 **model_of(predictions_path, model, model_mode)}
     targets, arrays = calibrate(predictions, labels, method, folds, seed)
     result = {"format": FORMAT, "version": VERSION, "method": method,
               "platt_eps": EPS if method == "platt" else None,
@@ -300,8 +308,10 @@ def transform(calibration, predictions):
     return out
 
 
-def check_model(calibration, model, weights_path=None, require_model=False):
-    """Refuse (SettingsError) a calibration fitted on another model's predictions."""
+def check_model(calibration, model, model_mode=None, weights_path=None, require_model=False):
+    """Refuse (SettingsError) a calibration fitted on another model's predictions: another
+    of :data:`MODELS`, another ``model_mode`` (when both are known), other weights (when the
+    calibration records their SHA-256)."""
     fitted = calibration["fitted_on"]
     where = calibration.get("path", "the calibration")
     if fitted.get("model") is None:
@@ -314,13 +324,35 @@ def check_model(calibration, model, weights_path=None, require_model=False):
     if fitted["model"] != model:
         raise SettingsError(f"{where}: fitted on the {fitted['model']} model's predictions, "
                             f"not on the {model} model's")
-    if fitted.get("weights_sha256") and weights_path is not None:
+    if None not in (fitted.get("model_mode"), model_mode) and fitted["model_mode"] != model_mode:
+        raise SettingsError(f"{where}: fitted on the {fitted['model_mode']} mode's "
+                            f"predictions, not on the {model_mode} mode's")
+    # a missing weight file is reported by the stage that loads it
+    if fitted.get("weights_sha256") and weights_path is not None and Path(weights_path).is_file():
         digest = file_sha256(weights_path)
         if digest != fitted["weights_sha256"]:
             raise SettingsError(
                 f"{where}: fitted on the predictions of weights {fitted.get('weights')} "
                 f"(sha256 {fitted['weights_sha256'][:12]}...), but {weights_path} is "
                 f"{digest[:12]}...: another model")
+
+
+def calibrations_for_run(paths, weight_paths):
+    """``bcc run --calibration`` files by model, each checked against the run's
+    ``weight_paths`` (role -> path); a model given twice is refused."""
+    by_model = {}
+    for path in paths:
+        calibration = load_calibration(path)
+        model = calibration["fitted_on"]["model"]
+        check_model(calibration, model, require_model=True)
+        if model not in CSV_MODELS.values():
+            raise SettingsError(f"{path}: fitted on the {model} model's predictions; bcc run "
+                                f"writes those of {' and '.join(CSV_MODELS.values())}")
+        check_model(calibration, model, "view_split", weight_paths[model])
+        if model in by_model:
+            raise SettingsError(f"--calibration: two files for the {model} model")
+        by_model[model] = calibration
+    return by_model
 
 
 def add_calibrated_columns(csv_path, calibration):
