@@ -143,7 +143,12 @@ def test_another_models_calibration_is_refused(tmp_path, capsys):
         calibration.calibrations_for_run([path, path], {"image": weights})
     with pytest.raises(SettingsError, match="--model imageheatmaps was given"):
         calibration.model_of(csv_path, model="imageheatmaps")
-    # run_model.py refuses before it loads anything: exit 2, no CSV.
+    # bcc run and run_model.py refuse before they load anything: exit 2, nothing written.
+    status, _, err = run_bcc(["run", "--exam-list", "x.pkl", "--data-folder", str(tmp_path),
+                              "--output-dir", str(tmp_path / "bcc_run"), "--image-model-path",
+                              str(other), "--calibration", str(path)], capsys)
+    assert status == 2 and "another model" in err
+    assert not (tmp_path / "bcc_run").exists()
     out = tmp_path / "out.csv"
     spec = importlib.util.spec_from_file_location("run_model_script", RUN_MODEL)
     script = importlib.util.module_from_spec(spec)
