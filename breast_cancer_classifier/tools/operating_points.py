@@ -31,7 +31,7 @@ RATES = ("sensitivity", "specificity", "ppv", "npv", "positive_rate")
 RATE_NAMES = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV",
               "npv": "NPV", "positive_rate": "Recall rate"}
 _MALIGNANT = (LABELS.index("left_malignant"), LABELS.index("right_malignant"))
-_CHUNK = 250  # resamples counted at once (a CHUNK x exams weight matrix)
+_CHUNK_CELLS = 4_000_000  # resamples counted at once: a (resamples x exams) weight matrix
 
 
 def level_arrays(predictions, labels, level):
@@ -114,9 +114,9 @@ def bootstrap_rates(predictions, labels, thresholds, n_bootstrap, seed, confiden
     stacked = np.concatenate([blocks[k] for k in keys], axis=1)  # N x (4 * keys)
     rng = np.random.default_rng(seed)
     sums = []
-    done = 0
+    done, chunk = 0, max(1, _CHUNK_CELLS // max(n, 1))
     while done < n_bootstrap:
-        size = min(_CHUNK, n_bootstrap - done)
+        size = min(chunk, n_bootstrap - done)
         weights = np.zeros((size, n))
         for row in range(size):  # the draws in evaluate's order
             weights[row] = np.bincount(rng.integers(0, n, n), minlength=n)
