@@ -2,7 +2,7 @@
 
     bcc run --exam-list PATH --data-folder DIR --output-dir DIR [--continue] [--overwrite] ...
     bcc single IMAGE VIEW [--output-dir DIR] ...
-    bcc dicom | exam-list | visualize | evaluate | calibrate | download | demo-weights  [their flags]
+    bcc dicom | exam-list | visualize | evaluate | calibrate | download | demo-weights [flags]
 
 ``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); the
 tool commands are those of the scripts under ``src/utilities/``, with the same flags.

@@ -80,7 +80,10 @@ def test_json_round_trips_to_the_fitted_scikit_learn_map(tmp_path, method):
         expected = IsotonicRegression(y_min=0, y_max=1, out_of_bounds="clip").fit(s, y)
         expected = expected.predict(fresh)
     else:
-        logit = lambda p: np.log(np.clip(p, 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))  # noqa: E731
+        def logit(p):
+            p = np.clip(p, 1e-6, 1 - 1e-6)
+            return np.log(p / (1 - p))
+
         model = LogisticRegression(C=calibration.PLATT_C).fit(logit(s)[:, None], y)
         expected = model.predict_proba(logit(fresh)[:, None])[:, 1]
     got = calibration.transform(loaded, np.tile(fresh[:, None], (1, 4)))

@@ -176,7 +176,8 @@ def calibrate(predictions, labels, method="platt", folds=FOLDS, seed=SEED):
         entries[target] = {
             "params": fit_map(method, y_true, y_score),
             "n": int(y_true.size), "n_positive": int(y_true.sum()),
-            "held_out": {"brier_before": brier(y_true, y_score), "brier_after": brier(y_true, after),
+            "held_out": {"brier_before": brier(y_true, y_score),
+                         "brier_after": brier(y_true, after),
                          "ece_before": ece(y_true, y_score), "ece_after": ece(y_true, after)}}
         arrays[target] = (y_true, y_score, after)
     if all(v is None for v in entries.values()):

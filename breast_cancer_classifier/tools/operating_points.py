@@ -141,6 +141,23 @@ def bootstrap_rates(predictions, labels, thresholds, n_bootstrap, seed, confiden
     return intervals
 
 
+def _level_entry(predictions, labels, threshold, level, intervals):
+    """One level of a point: confusion matrix, rates and (``intervals``: None) their CIs."""
+    counts = _counts(*level_arrays(predictions, labels, level)[:2], threshold)
+    values = rates(counts)
+    if level == "breast":
+        values.pop("positive_rate")  # recall is an exam-level decision
+    entry = {"confusion_matrix": counts, "n": sum(counts.values())}
+    for rate, value in values.items():
+        ci = None if intervals is None else intervals[rate]
+        # the exam-level share called positive is what screening calls the recall rate
+        entry["recall_rate" if rate == "positive_rate" else rate] = {
+            "value": value, "ci_low": None if ci is None else ci[0],
+            "ci_high": None if ci is None else ci[1],
+            "bootstrap_skipped": 0 if intervals is None else intervals["skipped"][rate]}
+    return entry
+
+
 def operating_points(predictions, labels, target_sensitivity=(), target_specificity=(),
                      thresholds=(), choose_at="breast", n_bootstrap=1000, seed=0,
                      confidence=0.95):
@@ -171,20 +188,8 @@ def operating_points(predictions, labels, target_sensitivity=(), target_specific
                  "kind": kind, "target": float(target), "threshold": threshold,
                  "chosen_at": None if kind == "threshold" else choose_at}
         for level in LEVELS:
-            counts = _counts(*level_arrays(predictions, labels, level)[:2], threshold)
-            values = rates(counts)
-            if level == "breast":
-                values.pop("positive_rate")  # recall is an exam-level decision
-            ci = intervals[(i, level)]
-            point[level] = {"confusion_matrix": counts, "n": sum(counts.values())}
-            for rate, value in values.items():
-                low_high = ci[rate] if n_bootstrap else None
-                point[level][rate] = {"value": value,
-                                      "ci_low": None if low_high is None else low_high[0],
-                                      "ci_high": None if low_high is None else low_high[1],
-                                      "bootstrap_skipped": ci["skipped"][rate]}
-        # rename the exam-level share called positive to what screening calls it
-        point["exam"]["recall_rate"] = point["exam"].pop("positive_rate")
+            point[level] = _level_entry(predictions, labels, threshold, level,
+                                        intervals[(i, level)] if n_bootstrap else None)
         points.append(point)
     return {"score": "malignant probability; exam score = max of its two breasts",
             "rule": "positive when score >= threshold",
