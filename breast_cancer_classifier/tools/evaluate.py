@@ -20,6 +20,9 @@ as scikit-learn without its per-call overhead (``tests/test_evaluate.py`` checks
 
 Exams whose prediction row is empty (a failed exam, SPEC 3 and the failure policy) are
 counted, listed and left out, with a warning; never silently.
+
+Operating points (thresholds of the malignant score at breast and exam level) come from
+:mod:`operating_points` and are added to the report only when asked for.
 """
 
 import csv
