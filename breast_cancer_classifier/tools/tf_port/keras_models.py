@@ -22,6 +22,11 @@ import os
 
 import numpy as np
 
+# Before TensorFlow: importing torchvision after TensorFlow crashes the process (segmentation
+# fault with TF 2.21 and torchvision 0.29 on Linux); the other order is fine.
+from ...core.classifier_models import BLOCKS_PER_LAYER, COLUMN_PLANES, COLUMN_STRIDES
+from ...core.patch_model import BLOCK_CONFIG, BN_SIZE, GROWTH_RATE, NUM_INIT_FEATURES
+
 # Keras 3 reads its backend at import time; this package needs TensorFlow's.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -72,8 +77,6 @@ def _relu(x):
 # --------------------------------------------------------------------------- DenseNet-121
 def build_patch_classifier(torch_model):
     """The Keras DenseNet-121 of ``torch_model`` (a ``core.patch_model.PatchClassifier``)."""
-    from ...core.patch_model import BLOCK_CONFIG, BN_SIZE, GROWTH_RATE, NUM_INIT_FEATURES
-
     _check_backend()
     b = _Builder()
     inputs = keras.Input((None, None, 3), name="patches")
@@ -117,8 +120,6 @@ def _symmetric_conv(b, prefix, filters, kernel, stride, pad):
 def build_single_image_classifier(torch_model):
     """The Keras ResNet-22 single-image classifier of ``torch_model`` (a
     ``core.classifier_models.SingleImageModel``, 1 or 3 input channels)."""
-    from ...core.classifier_models import BLOCKS_PER_LAYER, COLUMN_PLANES, COLUMN_STRIDES
-
     _check_backend()
     in_channels = int(torch_model.column.first_conv.in_channels)
     pairs = int(torch_model.output_layer.pairs)

@@ -46,8 +46,8 @@ def load_saved_model(directory):
     """A callable: float32 NCHW numpy array → numpy array (the ``serve`` function)."""
     import tensorflow as tf
 
-    serve = getattr(tf.saved_model.load(str(directory)), ENDPOINT)
+    loaded = tf.saved_model.load(str(directory))  # kept alive: it owns the variables
 
     def run(x):
-        return serve(tf.constant(np.asarray(x, dtype=np.float32))).numpy()
+        return getattr(loaded, ENDPOINT)(tf.constant(np.asarray(x, dtype=np.float32))).numpy()
     return run
