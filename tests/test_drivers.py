@@ -138,7 +138,7 @@ def test_run_single_sh(workspace):
 
 # --------------------------------------------------------------------------- TensorFlow
 def run_single_tf_env(workspace, out):
-    return {"DEVICE_TYPE": "cpu", "NUM_EPOCHS": "2", "PYTHON": sys.executable,
+    return {"DEVICE_TYPE": "cpu", "NUM_EPOCHS": "1", "PYTHON": sys.executable,
             "OUTPUT_PATH": str(out),
             "PATCH_MODEL_PATH": str(workspace / "models" / "sample_patch_model.p"),
             "IMAGE_MODEL_PATH": str(workspace / "models" / "ImageOnly__ModeImage_weights.p"),
@@ -170,7 +170,7 @@ def test_run_single_tf_sh_and_its_heatmaps_feed_the_pytorch_classifier(workspace
                       "--metadata-path", out / "cropped_metadata.pkl", "--use-heatmaps",
                       "--heatmap-path-malignant", out / "malignant_heatmap.hdf5",
                       "--heatmap-path-benign", out / "benign_heatmap.hdf5",
-                      "--use-augmentation", "--num-epochs", "2", "--device-type", "cpu"])
+                      "--use-augmentation", "--num-epochs", "1", "--device-type", "cpu"])
     from_torch = json.loads(torch_line.stdout)
     assert all(abs(from_torch[k] - predictions[1][k]) <= 1e-4 for k in from_torch)
     bad = run(["bash", REPO / "run_single_tf.sh", image], env, expect=2)
