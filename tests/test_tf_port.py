@@ -152,20 +152,6 @@ def check_outputs(what, got, want, tol):
 
 # --------------------------------------------------------------------------- the ports
 @needs_tf
-def test_keras_ports_match_pytorch(torch_patch, torch_single, kit_patches, kit_window):
-    # Zip-serialized files here; the script tests below load legacy ones.
-    from breast_cancer_classifier.tools.tf_port.keras_models import (
-        build_patch_classifier, build_single_image_classifier)
-
-    for torch_model, build, x, tol in (
-            (torch_patch, build_patch_classifier, kit_patches, MAP_TOL),
-            (torch_single, build_single_image_classifier, kit_window, PREDICTION_TOL)):
-        keras_model = build(torch_model)
-        check_outputs(f"Keras {keras_model.name}", np.asarray(keras_model(x, training=False)),
-                      torch_forward(torch_model, x), tol)
-
-
-@needs_tf
 def test_keras_port_keeps_the_spec_layer_settings(torch_single):
     from breast_cancer_classifier.tools.tf_port.keras_models import build_single_image_classifier
 
@@ -244,6 +230,9 @@ def test_tf_scripts_without_tensorflow_exit_2(monkeypatch, tmp_path, capsys):
 # --------------------------------------------------------------------------- SavedModel
 @needs_tf
 def test_saved_model_round_trip(torch_patch, torch_single, kit_patches, kit_window, tmp_path):
+    # The SavedModel is the Keras port plus NCHW <-> NHWC transposes: this is also the check
+    # of both ports against PyTorch on kit inputs (zip-serialized files; the script tests
+    # above load legacy ones).
     for network, torch_model, nhwc, tol in (("patch", torch_patch, kit_patches, MAP_TOL),
                                             ("single_image", torch_single, kit_window,
                                              PREDICTION_TOL)):
