@@ -128,36 +128,43 @@ def test_pt2_program_runs_another_batch_size_as_the_module(exported, kit):
     assert torch.allclose(got, expected, rtol=0, atol=1e-6)
 
 
-def test_tolerance_below_the_measured_difference_removes_that_export(exported, kit, tmp_path):
+def test_tolerance_below_the_measured_difference_removes_that_export(exported, kit, tmp_path,
+                                                                     capsys):
     folder, _ = exported
     weights, case = kit
     measured = float(read_checks(folder)["single_image", "onnx"]["max_abs_diff"])
     assert measured > 0  # ONNX Runtime's kernels never sum as PyTorch's do
     out = tmp_path / "out"
-    proc = run_script("utilities/export_models.py", "--output-dir", out, "--networks",
-                      "single_image", "--formats", "onnx,pt2", *kit_args(weights, case),
-                      "--classifier-tolerance", str(measured / 2))
-    assert proc.returncode == 3, proc.stderr
-    assert "single_image onnx" in proc.stderr and "over the tolerance" in proc.stderr
+    with pytest.raises(SystemExit) as done:
+        export_models.main(["--output-dir", str(out), "--networks", "single_image",
+                            "--formats", "onnx,pt2", *kit_args(weights, case),
+                            "--classifier-tolerance", str(measured / 2)])
+    assert done.value.code == 3
+    err = capsys.readouterr().err
+    assert "FAILED single_image onnx" in err and "over the tolerance" in err
     assert sorted(p.name for p in out.iterdir()) == [export.CHECKS_CSV, "single_image.pt2"]
     row = read_checks(out)["single_image", "onnx"]
     assert row["file"] == "" and "removed" in row["status"]
     assert float(row["max_abs_diff"]) == pytest.approx(measured, rel=1e-3)
 
 
-@pytest.mark.parametrize("flag, wrong, words", [
-    ("--patch-model-path", "image_split.p", "DenseNet-121"),
-    ("--image-mode-model-path", "image_split.p", "image-mode checkpoint"),
+@pytest.mark.parametrize("networks, flag, words", [
+    ("single_image,patch", "--patch-model-path", "DenseNet-121"),
+    ("single_image_heatmaps,single_image", "--image-mode-model-path", "image-mode checkpoint"),
 ])
-def test_checkpoint_of_the_wrong_kind_fails_before_any_file(kit, tmp_path, flag, wrong, words):
+def test_checkpoint_of_the_wrong_kind_fails_before_any_file(kit, tmp_path, capsys, networks,
+                                                            flag, words):
+    """The wrong file comes after a good one: still nothing is written."""
     weights, case = kit
+    wrong = weights / "image_split.p"
     out = tmp_path / "out"
-    proc = run_script("utilities/export_models.py", "--output-dir", out, "--networks",
-                      "patch,single_image", "--formats", "onnx",
-                      *kit_args(weights, case, **{flag: weights / wrong}))
-    assert proc.returncode == 2
-    assert str(weights / wrong) in proc.stderr and words in proc.stderr
-    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(SystemExit) as done:
+        export_models.main(["--output-dir", str(out), "--networks", networks, "--formats",
+                            "onnx", *kit_args(weights, case, **{flag: wrong})])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert str(wrong) in err and words in err
+    assert not out.exists()
 
 
 def test_existing_output_is_refused_without_overwrite(kit, tmp_path):

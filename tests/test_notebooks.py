@@ -1,8 +1,11 @@
 """notebooks/image_level.ipynb: committed without outputs, and runs top to bottom.
 
 It is executed in a fresh kernel of this interpreter (nbclient, the ``notebook`` extra),
-from the repository root, with demo weights made in a temporary folder and one repetition
-instead of ten; its predictions must be those of ``bcc single`` with the same weights.
+from the repository root, with one repetition instead of ten, on demo weights in a temporary
+folder; its predictions must be those of ``bcc single`` with the same weights. The demo
+weights are written beforehand by ``write_demo_weights`` with tiny calibration inputs, as
+``tests/test_demo_weights.py`` does (the notebook calls the same function for missing
+files, which takes longer with the full calibration).
 """
 
 import json
@@ -11,6 +14,7 @@ import sys
 
 import pytest
 
+from breast_cancer_classifier.tools import demo_weights
 from conftest import REPO
 
 NOTEBOOK = REPO / "notebooks" / "image_level.ipynb"
@@ -41,6 +45,16 @@ def test_runs_top_to_bottom_and_predicts_as_bcc_single(tmp_path, monkeypatch):
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "bcc test", "language": "python"}))
     models = tmp_path / "models"
+    make_patch, make_classifier = (demo_weights.make_patch_state_dict,
+                                   demo_weights.make_classifier_state_dict)
+    with monkeypatch.context() as fast:
+        fast.setattr(demo_weights, "make_patch_state_dict",
+                     lambda seed, n: make_patch(seed, patches_per_image=1))
+        fast.setattr(demo_weights, "make_classifier_state_dict",
+                     lambda mode, channels, seed, scale: make_classifier(
+                         mode, channels, seed, window_scale=0.05))
+        demo_weights.write_demo_weights(models)
+    assert set(demo_weights.weights_status(models).values()) == {"demo"}
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("BCC_MODELS_DIR", str(models))
     monkeypatch.setenv("BCC_NOTEBOOK_EPOCHS", "1")
