@@ -120,6 +120,8 @@ def export_all(output_dir, settings, networks=tuple(nets.NETWORKS), formats_=FOR
     """Export and check; prints one line per export on stdout. Returns the exit status."""
     check_names(networks, formats_)
     nets.scaled_window_size("L-CC", settings.window_scale)  # refuses a bad scale now
+    if not (settings.patch_tolerance >= 0 and settings.classifier_tolerance >= 0):
+        raise SettingsError("tolerances must be >= 0")
     port = None
     if "savedmodel" in formats_ and any(nets.NETWORKS[n].keras for n in networks):
         try:
