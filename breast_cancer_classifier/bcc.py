@@ -2,7 +2,8 @@
 
     bcc run --exam-list PATH --data-folder DIR --output-dir DIR [--continue] [--overwrite] ...
     bcc single IMAGE VIEW [--output-dir DIR] ...
-    bcc dicom | exam-list | visualize | evaluate | calibrate | download | demo-weights [flags]
+    bcc dicom | exam-list | visualize | evaluate | calibrate | download | demo-weights
+        | export  [their flags]
 
 ``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); the
 tool commands are those of the scripts under ``src/utilities/``, with the same flags.
@@ -28,6 +29,7 @@ TOOLS = {
     "calibrate": "calibrate",
     "download": "download_files",
     "demo-weights": "make_demo_weights",
+    "export": "export_models",  # every network to ONNX / .pt2 / SavedModel, checked
 }
 
 
