@@ -2,7 +2,7 @@
 
 One export of every network to ONNX and ``.pt2`` on the parity kit's weights and synth_a
 exam (classifier windows at 1/8 of their size, to keep the test short) is shared by the
-tests; the SavedModel format is tested with the TF port.
+tests; the SavedModel format runs once, on one of the two Keras ports.
 """
 
 import csv
@@ -14,7 +14,7 @@ import torch
 
 from breast_cancer_classifier.commands import export_models
 from breast_cancer_classifier.core.errors import SettingsError
-from breast_cancer_classifier.tools import export, export_networks as nets
+from breast_cancer_classifier.tools import export, export_networks as nets, tf_port
 from helpers import run_script
 from conftest import parity_case
 
@@ -185,6 +185,22 @@ def test_savedmodel_asked_for_without_the_tf_port_exits_2(monkeypatch, tmp_path,
     err = capsys.readouterr().err
     assert "savedmodel" in err and "pip install 'breast-cancer-classifier[tf]'" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_savedmodel_of_a_keras_port_matches_pytorch(kit, tmp_path):
+    """The SavedModel format end to end through the tool (the TF port's own round trip of
+    both networks is in test_tf_port); the 3-channel single-image network keeps it short."""
+    if not tf_port.tensorflow_available():
+        pytest.skip("the savedmodel format needs TensorFlow (pip install '.[tf]')")
+    weights, case = kit
+    proc = run_script("utilities/export_models.py", "--output-dir", tmp_path / "out",
+                      "--networks", "single_image_heatmaps", "--formats", "savedmodel",
+                      *kit_args(weights, case))
+    assert proc.returncode == 0, proc.stderr
+    row = read_checks(tmp_path / "out")[("single_image_heatmaps", "savedmodel")]
+    assert row["status"] == "ok" and float(row["tolerance"]) == 1e-4
+    assert 0 <= float(row["max_abs_diff"]) <= 1e-4
+    assert (tmp_path / "out" / row["file"] / "saved_model.pb").is_file()
 
 
 def test_savedmodel_only_for_the_keras_ports():
