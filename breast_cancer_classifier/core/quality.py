@@ -20,6 +20,7 @@ from . import formats
 from .exam_list import iter_images, load_exam_list
 from .failures import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL, outcome
 from .runtime import log, parallel_map
+from .stages.cropping import crop_mammogram_array
 from .views import INPUT_SIZE, VIEWS, view_angle
 
 FULL_SCALE = 65535
@@ -117,8 +118,6 @@ def fired(measures):
 def _measure_file(path, view, horizontal_flip, distance):
     """Measures of one image file: stage 1's crop when ``distance`` is given, else the raw
     image, cropped here (in memory) as stage 1 does."""
-    from .stages.cropping import crop_mammogram_array
-
     image = formats.read_mammogram_png(path)
     if distance is None:
         image, result = crop_mammogram_array(image, view, horizontal_flip)
