@@ -31,6 +31,8 @@ EXAM_LIST_PATH=${EXAM_LIST_PATH:-sample_output/data.pkl}
 HEATMAPS_PATH=${HEATMAPS_PATH:-sample_output/heatmaps}
 IMAGE_PREDICTIONS_PATH=${IMAGE_PREDICTIONS_PATH:-sample_output/image_predictions.csv}
 IMAGEHEATMAPS_PREDICTIONS_PATH=${IMAGEHEATMAPS_PREDICTIONS_PATH:-sample_output/imageheatmaps_predictions.csv}
+# The data quality check of stage 1's crops (docs/quality_checks.md): warns, never stops.
+QA_PATH=${QA_PATH:-$(dirname "$EXAM_LIST_PATH")/qa.csv}
 
 # Optional: calibration.json files of `bcc calibrate`, one per model: each adds *_calibrated
 # columns after the raw ones of that model's CSV (README, "Calibration").
@@ -52,6 +54,7 @@ export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
 # it are what an earlier run left, and are removed.
 STAGE_OUTPUTS=(
     "$CROPPED_IMAGE_PATH"
+    "$QA_PATH"
     "$EXAM_LIST_PATH"
     "$HEATMAPS_PATH"
     "$IMAGE_PREDICTIONS_PATH"
@@ -93,6 +96,19 @@ echo "Stage 1: Crop Mammograms"
     --overwrite
 check_status $? "Stage 1" 0
 
+echo "Data quality check (stage 1's crops)"
+"$PYTHON" src/utilities/check_data.py \
+    --exam-list "$CROPPED_EXAM_LIST_PATH" \
+    --data-folder "$CROPPED_IMAGE_PATH" \
+    --output "$QA_PATH" \
+    --num-processes "$NUM_PROCESSES" \
+    --overwrite
+QA_STATUS=$?
+if [ "$QA_STATUS" -ne 0 ] && [ "$QA_STATUS" -ne 3 ]; then  # 3: some crops unreadable
+    echo "run.sh: the quality check failed (exit $QA_STATUS); going on without it" >&2
+    rm -f -- "$QA_PATH"
+fi
+
 echo "Stage 2: Extract Centers"
 "$PYTHON" src/optimal_centers/get_optimal_centers.py \
     --cropped-exam-list-path "$CROPPED_EXAM_LIST_PATH" \
@@ -100,7 +116,7 @@ echo "Stage 2: Extract Centers"
     --output-exam-list-path "$EXAM_LIST_PATH" \
     --num-processes "$NUM_PROCESSES" \
     --overwrite
-check_status $? "Stage 2" 1
+check_status $? "Stage 2" 2
 
 echo "Stage 3: Generate Heatmaps"
 "$PYTHON" src/heatmaps/run_producer.py \
@@ -113,7 +129,7 @@ echo "Stage 3: Generate Heatmaps"
     --precision "$PRECISION" \
     --gpu-number "$GPU_NUMBER" \
     --overwrite
-check_status $? "Stage 3" 2
+check_status $? "Stage 3" 3
 
 echo "Stage 4a: Run Classifier (Image)"
 "$PYTHON" src/modeling/run_model.py \
@@ -128,7 +144,7 @@ echo "Stage 4a: Run Classifier (Image)"
     --precision "$PRECISION" \
     --gpu-number "$GPU_NUMBER" \
     --overwrite
-check_status $? "Stage 4a" 3
+check_status $? "Stage 4a" 4
 
 echo "Stage 4b: Run Classifier (Image+Heatmaps)"
 "$PYTHON" src/modeling/run_model.py \
@@ -145,7 +161,7 @@ echo "Stage 4b: Run Classifier (Image+Heatmaps)"
     --precision "$PRECISION" \
     --gpu-number "$GPU_NUMBER" \
     --overwrite
-check_status $? "Stage 4b" 4
+check_status $? "Stage 4b" 5
 
 if [ "$VISUALIZE" = "1" ]; then
     echo "Visualizations"
@@ -157,7 +173,7 @@ if [ "$VISUALIZE" = "1" ]; then
         --output-dir "$VISUALIZATIONS_PATH" \
         ${VISUALIZE_NOTE:+--note "$VISUALIZE_NOTE"} \
         --overwrite
-    check_status $? "Visualizations" 5
+    check_status $? "Visualizations" 6
 fi
 
 if [ "$PARTIAL" -eq 1 ]; then

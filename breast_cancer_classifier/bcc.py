@@ -2,7 +2,7 @@
 
     bcc run --exam-list PATH --data-folder DIR --output-dir DIR [--continue] [--overwrite] ...
     bcc single IMAGE VIEW [--output-dir DIR] ...
-    bcc dicom | exam-list | visualize | evaluate | calibrate | download | demo-weights
+    bcc dicom | exam-list | qa | visualize | evaluate | calibrate | download | demo-weights
         | export  [their flags]
 
 ``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); the
@@ -30,6 +30,7 @@ TOOLS = {
     "download": "download_files",
     "demo-weights": "make_demo_weights",
     "export": "export_models",  # every network to ONNX / .pt2 / SavedModel, checked
+    "qa": "check_data",
 }
 
 

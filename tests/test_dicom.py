@@ -393,3 +393,109 @@ def test_script_exit_codes(archive, tmp_path):
     run_script("utilities/dicom_to_exam_list.py", *args, "--overwrite",
                "--report", tmp_path / "r.csv", check=3)
     assert (tmp_path / "r.csv").is_file()
+
+
+# --------------------------------------------------------------------------- pseudonyms
+IDENTIFIERS = {"PatientID": "MRN7734Q", "PatientName": "Doe^Jane",
+               "PatientBirthDate": "19610309", "StudyDate": "20190817",
+               "StudyInstanceUID": "1.2.826.0.1.3680043.99.7734"}
+
+
+@pytest.fixture(scope="module")
+def identified_archive(tmp_path_factory):
+    """Two studies of one patient in folders named by patient ID and date, with a file that
+    fails (its reason quotes paths), a duplicate and a skipped view."""
+    root = tmp_path_factory.mktemp("identified")
+    ids = IDENTIFIERS
+    folder = root / ids["PatientID"] / ids["StudyDate"]
+    common = dict(patient=ids["PatientID"], PatientName=ids["PatientName"],
+                  PatientBirthDate=ids["PatientBirthDate"])
+    for n, (side, view, wall) in enumerate([("L", "CC", "left"), ("R", "CC", "right"),
+                                            ("L", "MLO", "left"), ("R", "MLO", "right")]):
+        mammogram(folder / f"{ids['PatientID']}_{side}{view}.dcm", phantom(12, wall, n),
+                  study=ids["StudyInstanceUID"], date=ids["StudyDate"], side=side, view=view,
+                  sop=f"{ids['StudyInstanceUID']}.{n}", **common)
+    (folder / "copy.dcm").write_bytes((folder / f"{ids['PatientID']}_LCC.dcm").read_bytes())
+    mammogram(folder / "ml.dcm", phantom(12), study=ids["StudyInstanceUID"],
+              date=ids["StudyDate"], view="ML", **common)
+    broken = mammogram(folder / "broken.dcm", phantom(12, "right", 9), side="R", view="CC",
+                       study=ids["StudyInstanceUID"], date=ids["StudyDate"], **common)
+    broken.write_bytes(broken.read_bytes()[:-1500])
+    mammogram(root / ids["PatientID"] / "2021" / "a.dcm", phantom(12), study="1.2.3.77",
+              date="20210101", **common)
+    return root
+
+
+def _convert(root, out, key):
+    return dicom.dicom_to_exam_list(root, out / "png", out / "exams.json", pseudonymize=key)
+
+
+def test_pseudonymized_outputs_carry_no_identifier(identified_archive, tmp_path):
+    from PIL import Image
+
+    out, key = tmp_path / "out", tmp_path / "keys" / "site.key"
+    result = _convert(identified_archive, out, key)
+    assert result.exit_code == 3  # the broken file
+    secrets = list(IDENTIFIERS.values()) + ["20210101", "1.2.3.77", "Doe", "Jane"]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"exams.json", "exams.json.report.csv",
+                                       "exams.json.failures.csv"}
+    for path in files:
+        assert not [s for s in secrets if s.lower() in path.name.lower()], path.name
+        data = path.read_bytes()
+        assert not [s for s in secrets if s.encode() in data], path
+        if path.suffix == ".csv" or path.suffix == ".json":
+            text = path.read_text().lower()
+            assert not [s for s in secrets if s.lower() in text], path
+    pngs = [p for p in files if p.suffix == ".png"]
+    assert len(pngs) == 5
+    for png in pngs:
+        with Image.open(png) as image:
+            assert not image.text and set(image.info) <= {"dpi", "gamma"}
+        assert not [c for c in (b"tEXt", b"zTXt", b"iTXt", b"eXIf") if c in png.read_bytes()]
+    exams = load_exam_list(out / "exams.json")
+    assert len(exams) == 2 and exams[0]["patient_id"] == exams[1]["patient_id"]
+    assert exams[0]["patient_id"].startswith("p") and len(exams[0]["patient_id"]) == 17
+    rows = list(csv.DictReader(open(out / "exams.json.report.csv", newline="")))
+    assert {r["patient"] for r in rows} == {exams[0]["patient_id"]}
+    assert {r["status"] for r in rows} == {"kept", "skipped", "failed"}
+    # The mapping back lies beside the key only, private like the key.
+    mapping = key.with_name("site.key.mapping.csv")
+    assert oct(key.stat().st_mode & 0o777) == oct(mapping.stat().st_mode & 0o777) == "0o600"
+    back = list(csv.DictReader(open(mapping, newline="")))
+    assert {r["PatientID"] for r in back} == {IDENTIFIERS["PatientID"]}
+    assert {r["file"] for r in back} == {r["path"] for r in rows}
+    assert not list(out.rglob("*mapping*"))
+
+
+def test_same_key_same_names_other_key_other_names(identified_archive, tmp_path):
+    key = tmp_path / "a.key"
+    first = _convert(identified_archive, tmp_path / "one", key).exam_list
+    again = _convert(identified_archive, tmp_path / "two", key).exam_list
+    assert first == again
+    other = _convert(identified_archive, tmp_path / "three", tmp_path / "b.key").exam_list
+    names = {n for exam in first for v in VIEWS for n in exam[v]}
+    other_names = {n for exam in other for v in VIEWS for n in exam[v]}
+    assert len(names) == len(other_names) == 5 and not names & other_names
+    # Without the flag the names are those of today: patient ID and study date.
+    plain = dicom.dicom_to_exam_list(identified_archive, tmp_path / "p" / "png",
+                                     tmp_path / "p" / "e.pkl").exam_list
+    assert plain[0]["L-CC"] == [f"{IDENTIFIERS['PatientID']}_{IDENTIFIERS['StudyDate']}_L_CC"]
+    assert "patient_id" not in plain[0]
+
+
+def test_pseudonymize_flag_and_key_place(tmp_path):
+    from breast_cancer_classifier.commands.dicom_to_exam_list import build_parser
+    from breast_cancer_classifier.core.errors import SettingsError
+
+    args = build_parser().parse_args(["--dicom-folder", "d", "--output-data-folder", "o",
+                                      "--exam-list-path", "e.pkl", "--pseudonymize", "k.key"])
+    assert args.pseudonymize == "k.key"
+    (tmp_path / "in").mkdir()
+    with pytest.raises(SettingsError, match="must not lie inside the output folder"):
+        dicom.dicom_to_exam_list(tmp_path / "in", tmp_path / "png", tmp_path / "e.pkl",
+                                 pseudonymize=tmp_path / "png" / "k.key")
+    (tmp_path / "short.key").write_text("abc\n")
+    with pytest.raises(SettingsError, match="at least 16"):
+        dicom.dicom_to_exam_list(tmp_path / "in", tmp_path / "png", tmp_path / "e.pkl",
+                                 pseudonymize=tmp_path / "short.key")

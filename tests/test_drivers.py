@@ -95,6 +95,9 @@ def test_run_sh_outputs(run_sh):
         assert all(0 < v < 1 for v in values) and all(len(v.split(".")[1]) == 4
                                                       for v in lines[1].split(","))
     assert (out / "visualizations" / "exam_0.png").stat().st_size > 10_000
+    qa = (out / "qa.csv").read_text().splitlines()  # the quality check after stage 1
+    assert len(qa) == 5 and [line.split(",")[0] for line in qa[1:]] == names
+    assert all(line.endswith(",,") for line in qa[1:])  # no flags, no notes
     assert not list(out.rglob("*.failures.csv"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no leftovers
 

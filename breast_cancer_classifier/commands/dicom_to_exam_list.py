@@ -3,7 +3,9 @@
 Every file under --dicom-folder is examined; 2-D FOR PRESENTATION mammograms (Modality MG)
 of CC and MLO views become <output-data-folder>/<patient>_<date>_<L|R>_<CC|MLO>.png and are
 grouped into one exam per study. A report CSV lists every file with the reason it was kept,
-skipped or failed. Exit status: 0 done, 3 some mammograms failed, 1 nothing kept,
+skipped or failed. With --pseudonymize KEYFILE, names, exam list and report carry keyed
+pseudonyms instead of patient ID, study date, study UID and input paths; the table back to
+them is written beside the key only. Exit status: 0 done, 3 some mammograms failed, 1 nothing kept,
 2 bad arguments or existing outputs.
 """
 
@@ -29,6 +31,10 @@ def build_parser():
     parser.add_argument("--apply-voi-lut", action="store_true",
                         help="apply the file's first VOI LUT or window before rescaling "
                              "(off by default: the models were trained on raw values)")
+    parser.add_argument("--pseudonymize", metavar="KEYFILE",
+                        help="name files and exams by HMAC-SHA-256 of patient ID and study UID "
+                             "with the secret in KEYFILE (created, mode 0600, when absent); "
+                             "the mapping goes to KEYFILE.mapping.csv only")
     add_overwrite_flag(parser)
     return parser
 
@@ -38,7 +44,8 @@ def main(argv=None):
     run_cli("dicom_to_exam_list", lambda: dicom_to_exam_list(
         args.dicom_folder, args.output_data_folder, args.exam_list_path,
         num_processes=args.num_processes, report_path=args.report,
-        apply_voi_lut=args.apply_voi_lut, overwrite=args.overwrite).exit_code)
+        apply_voi_lut=args.apply_voi_lut, overwrite=args.overwrite,
+        pseudonymize=args.pseudonymize).exit_code)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ plan, the run record (:mod:`run_record`) and one small result file per exam::
 
     cropped_images/ (with cropped_exam_list.pkl)   data.pkl   heatmaps/heatmap_{malignant,benign}/
     image_predictions.csv   imageheatmaps_predictions.csv   failures.csv (when anything failed)
-    plan.npz   run_settings.json   run_manifest.jsonl   exams/<index>.json
+    qa.csv (the quality check of the crops, :mod:`quality`)   plan.npz   run_settings.json
+    run_manifest.jsonl   exams/<index>.json
 
 Each exam's files are written atomically and then recorded in the manifest, so a killed run
 continued with ``--continue`` recomputes only what was not finished, and ends with the bytes
@@ -27,6 +28,7 @@ from .exam_list import iter_images, load_exam_list, save_exam_list
 from .failures import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL
 from .hashing import file_sha256
 from .plan import load_plan, make_plan, save_plan
+from .quality import check_run
 from .run_record import (RunRecord, command_line, exam_list_digest, library_versions,
                          worker_name)
 from .runtime import log, parallel_map, progress
@@ -36,10 +38,11 @@ CROPPED_DIR, CROPPED_LIST = "cropped_images", "cropped_images/cropped_exam_list.
 DATA_PKL, HEATMAPS_DIR, EXAMS_DIR, PLAN_NAME = "data.pkl", "heatmaps", "exams", "plan.npz"
 CSV_NAMES = {"image": "image_predictions.csv", "imageheatmaps": "imageheatmaps_predictions.csv"}
 FAILURES_NAME = "failures.csv"
+QA_NAME = "qa.csv"
 PASS1 = "pass1"
 # Everything a run writes here: what --overwrite removes (and nothing else in the folder).
 RUN_OUTPUTS = (CROPPED_DIR, DATA_PKL, HEATMAPS_DIR, EXAMS_DIR, PLAN_NAME, FAILURES_NAME,
-               "run_settings.json", "run_manifest.jsonl", "visualizations",
+               QA_NAME, "run_settings.json", "run_manifest.jsonl", "visualizations",
                *CSV_NAMES.values())
 
 
@@ -54,6 +57,7 @@ class RunLayout:
         self.heatmaps_dir = self.root / HEATMAPS_DIR
         self.plan = self.root / PLAN_NAME
         self.failures = self.root / FAILURES_NAME
+        self.qa = self.root / QA_NAME
         self.csvs = {stage: self.root / name for stage, name in CSV_NAMES.items()}
 
     def exam_file(self, index):
@@ -296,6 +300,7 @@ def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_proce
     pass1 = record.finished(PASS1) if resume else None
     if pass1 is None:
         pass1_failures = run_pass1(exam_list, data_folder, layout, record, executor.map_tasks)
+        check_run(layout.cropped_list, layout.cropped_dir, layout.qa, executor.map_tasks)
     else:
         pass1_failures = [tuple(f) for f in pass1.get("failures", [])]
         log.info("run: stages 1-2 already done; reusing %s", layout.data_pkl)

@@ -32,10 +32,11 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_modality_lut, apply_voi
 
 from ..core import formats
-from ..core.errors import InputImageError, OutputExistsError
+from ..core.errors import InputImageError, OutputExistsError, SettingsError
 from .manifest import (FAILED, KEPT, SKIPPED, add_note, assemble_exams, breast_facing,
                        check_outputs, default_report_path, finish, natural_key, orientation)
 from ..core.runtime import parallel_map
+from .pseudonyms import Pseudonyms
 
 PNG_FULL_SCALE = 65535  # 16-bit PNG; SPEC 10: v -> round(v * 65535 / (2^BitsStored - 1))
 FOR_PRESENTATION, FOR_PROCESSING = "FOR PRESENTATION", "FOR PROCESSING"
@@ -55,6 +56,11 @@ VIEW_WORDS = {"CC", "MLO", "ML", "LM", "LMO", "XCCL", "XCCM", "FB", "SIO", "ISO"
               "TAN", "RL", "RM"}
 SCREENING_VIEW_MODIFIERS = {"ID"}
 
+# Header elements that identify a patient or a study; with --pseudonymize their values are
+# kept out of every output (the report's reasons included).
+IDENTIFYING = ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID",
+               "StudyDate", "StudyTime", "AccessionNumber", "SeriesInstanceUID",
+               "SOPInstanceUID")
 REPORT_COLUMNS = ("path", "status", "reason", "exam", "exam_id", "study", "patient", "side",
                   "view", "bits", "photometric", "transfer_syntax", "orientation", "output_png")
 
@@ -323,6 +329,7 @@ def _scan_file(task):
         return row, None
     try:
         view, side_from_text = mammogram_view(ds)
+        row["_identifiers"] = {k: str(ds.get(k) or "") for k in IDENTIFYING}
         row.update(study=str(ds.get("StudyInstanceUID") or ""),
                    patient=str(ds.get("PatientID") or ""), bits=ds.get("BitsStored"),
                    photometric=str(ds.get("PhotometricInterpretation") or ""),
@@ -414,13 +421,16 @@ def _safe_name(text, fallback):
     return text or fallback
 
 
-def _exam_ids(candidates):
+def _exam_ids(candidates, pseudonyms=None):
     """{StudyInstanceUID: exam id}: ``<PatientID>_<StudyDate>``, readable and stable.
 
     When two studies would get the same id, each gets ``-<8 hex digits of a hash of its
     StudyInstanceUID>`` appended. Ids hold no further ``_``, so PNG names
-    ``<exam id>_<L|R>_<CC|MLO>`` stay parseable by ``make_exam_list``.
+    ``<exam id>_<L|R>_<CC|MLO>`` stay parseable by ``make_exam_list``. With ``pseudonyms``
+    (:class:`~.pseudonyms.Pseudonyms`) the id is the keyed hash of patient ID and study UID.
     """
+    if pseudonyms is not None:
+        return {c["study"]: pseudonyms.exam(c["patient"], c["study"]) for c in candidates}
     base = {}
     for c in candidates:
         base[c["study"]] = f"{_safe_name(c['patient'], 'patient')}_{_safe_name(c['date'], 'nodate')}"
@@ -430,14 +440,14 @@ def _exam_ids(candidates):
             for study, b in base.items()}
 
 
-def _name_images(images):
+def _name_images(images, pseudonyms=None):
     """Give each converted image its exam id and short file path; returns them in list order.
 
     ``images``: dicts with ``row`` and ``candidate``. Exams are sorted by id; images of one
     view by SeriesNumber, InstanceNumber, then path. A view with several images numbers
     them ``_1``, ``_2``, ... in that order.
     """
-    exam_ids = _exam_ids([i["candidate"] for i in images])
+    exam_ids = _exam_ids([i["candidate"] for i in images], pseudonyms)
     for image in images:
         image["exam_id"] = exam_ids[image["candidate"]["study"]]
         image["side"], image["view"] = image["row"]["side"], image["row"]["view"]
@@ -453,9 +463,48 @@ def _name_images(images):
     return images
 
 
+# --------------------------------------------------------------------------- pseudonyms
+def _pseudonymize_rows(rows, images, pseudonyms, dicom_dir):
+    """Replace every identifier in the report rows by its pseudonym, record the mapping,
+    and return the exams' extra keys: ``{exam id: {"patient_id": pseudonym}}``.
+
+    ``path`` becomes the keyed name of the file; ``patient`` and ``study`` the patient's and
+    the exam's; the file's path and identifying header values are removed from ``reason``
+    (decoder messages may quote them).
+    """
+    names = {row["path"]: pseudonyms.file(row["path"]) for row in rows}
+    for row in rows:
+        real, found = row["path"], row.pop("_identifiers", {})
+        patient, study = row.get("patient") or "", row.get("study") or ""
+        row["patient"] = pseudonyms.patient(patient) if patient else ""
+        row["study"] = pseudonyms.exam(patient, study) if study else ""
+        pseudonyms.record(file=names[real], source_path=real, exam_id=row.get("exam_id"),
+                          patient_id=row["patient"], PatientID=patient, StudyInstanceUID=study,
+                          StudyDate=found.get("StudyDate"), output_png=row.get("output_png"))
+        reason = str(row.get("reason") or "")
+        if reason.startswith("duplicate of "):  # names another input file
+            other = reason[len("duplicate of "):].split(" (same SOPInstanceUID)")[0]
+            reason = reason.replace(other, names.get(other, "another file"))
+        hidden = [str(Path(dicom_dir) / real), real] + [v for v in found.values() if v]
+        for text in sorted(hidden, key=len, reverse=True):
+            reason = reason.replace(text, "[removed]")
+        row["reason"], row["path"] = reason, names[real]
+    return {image["exam_id"]: {"patient_id": pseudonyms.patient(image["candidate"]["patient"])}
+            for image in images}
+
+
+def _check_key_place(key_path, output_data_dir):
+    """The key and its mapping table must stay outside the outputs."""
+    key, folder = Path(key_path).resolve(), Path(output_data_dir).resolve()
+    if key == folder or folder in key.parents:
+        raise SettingsError(f"{key_path}: the --pseudonymize key (and the table beside it) "
+                            f"must not lie inside the output folder {output_data_dir}")
+
+
 # --------------------------------------------------------------------------- entry point
 def dicom_to_exam_list(dicom_dir, output_data_dir, exam_list_path, *, num_processes=1,
-                       report_path=None, apply_voi_lut=False, overwrite=False):
+                       report_path=None, apply_voi_lut=False, overwrite=False,
+                       pseudonymize=None):
     """Convert the screening mammograms under ``dicom_dir`` into PNGs and an exam list.
 
     Writes ``<output_data_dir>/<short_file_path>.png`` (16-bit), the exam list (pickle, or
@@ -465,6 +514,10 @@ def dicom_to_exam_list(dicom_dir, output_data_dir, exam_list_path, *, num_proces
     exit code is 0, or 3 when some mammograms failed; raises
     :class:`~breast_cancer_classifier.core.errors.PipelineError` (after writing the report) when
     no image could be kept.
+
+    ``pseudonymize``: a key file (created when absent). PNG names, exam list and report then
+    carry keyed names instead of patient ID, study date and paths, each exam a pseudonymous
+    ``patient_id``; the table back to the identifiers goes beside the key only.
     """
     dicom_dir = Path(dicom_dir)
     output_data_dir = Path(output_data_dir)
@@ -472,6 +525,10 @@ def dicom_to_exam_list(dicom_dir, output_data_dir, exam_list_path, *, num_proces
     if not dicom_dir.is_dir():
         raise InputImageError(f"{dicom_dir}: DICOM folder not found")
     check_outputs([exam_list_path, report_path], overwrite)
+    pseudonyms = None
+    if pseudonymize:
+        _check_key_place(pseudonymize, output_data_dir)
+        pseudonyms = Pseudonyms(pseudonymize)
     if output_data_dir.exists() and not overwrite:
         raise OutputExistsError(f"{output_data_dir}: output folder already exists; remove it "
                                 "or pass --overwrite to replace it")
@@ -483,10 +540,17 @@ def dicom_to_exam_list(dicom_dir, output_data_dir, exam_list_path, *, num_proces
     candidates = _skip_duplicate_instances([(r, c) for r, c in scanned if c is not None])
     with formats.staged_output_dir(output_data_dir, overwrite) as stage:
         images = _name_images(_convert_candidates(candidates, stage, apply_voi_lut,
-                                                  num_processes))
+                                                  num_processes), pseudonyms)
         for image in images:
             os.replace(image["png"], stage / image["row"]["output_png"])
-        exam_list = assemble_exams(images) if images else []
+        extra_keys = None
+        if pseudonyms is not None:
+            extra_keys = _pseudonymize_rows(rows, images, pseudonyms, dicom_dir)
+            pseudonyms.write_mapping()
+        else:
+            for row in rows:
+                row.pop("_identifiers", None)
+        exam_list = assemble_exams(images, extra_keys=extra_keys) if images else []
         if not exam_list:  # writes the report, then raises: the staged folder is dropped
             finish("dicom_to_exam_list", rows, exam_list, exam_list_path, report_path,
                    REPORT_COLUMNS)
