@@ -2,7 +2,7 @@
 
     bcc run --exam-list PATH --data-folder DIR --output-dir DIR [--continue] [--overwrite] ...
     bcc single IMAGE VIEW [--output-dir DIR] ...
-    bcc dicom | exam-list | visualize | evaluate | download | demo-weights  [their flags]
+    bcc dicom | exam-list | visualize | evaluate | download | demo-weights | finetune  [flags]
 
 ``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); the
 tool commands are those of the scripts under ``src/utilities/``, with the same flags.
@@ -27,6 +27,7 @@ TOOLS = {
     "evaluate": "evaluate",
     "download": "download_files",
     "demo-weights": "make_demo_weights",
+    "finetune": "finetune",  # fine-tuning on labelled exams (tools/finetune)
 }
 
 

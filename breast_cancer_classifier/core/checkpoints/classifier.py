@@ -179,3 +179,40 @@ def _load_strict(path, model, state_dict):
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:  # shape mismatches: keys already match
         raise CheckpointError(f"{path}: tensor shapes do not fit the model: {err}") from err
+
+
+# --------------------------------------------------------------------------- writing
+# The original files' order: the shared columns, then their per-view copies, then the heads.
+_ALIAS_ORDER = (("cc", "l_cc"), ("mlo", "l_mlo"), ("cc", "r_cc"), ("mlo", "r_mlo"))
+
+
+def with_column_aliases(state_dict):
+    """The state dict with the original's per-view column copies added (same tensors).
+
+    Both model modes have them in the original files; a loader that strips them (ours) and
+    the original's (which registers the copies itself) read the result alike.
+    """
+    columns = [(k, v) for k, v in state_dict.items() if k.startswith(COLUMN_PREFIX)]
+    rest = [(k, v) for k, v in state_dict.items() if not k.startswith(COLUMN_PREFIX)]
+    prefix = len(COLUMN_PREFIX)
+    aliases = [(f"{COLUMN_PREFIX}{alias}.{k[prefix + len(column) + 1:]}", v)
+               for column, alias in _ALIAS_ORDER for k, v in columns
+               if k.startswith(f"{COLUMN_PREFIX}{column}.")]
+    return dict(columns + aliases + rest)
+
+
+def save_classifier(model, path):
+    """Write ``model`` (view_split or image mode) as the original's ``{"model": state_dict}``.
+
+    CPU tensors, column aliases added, PyTorch's legacy (non-zip) serialization, as the
+    official 2019 files: the original release's PyTorch 0.4 reads only that. Atomic; the
+    same weights give the same bytes.
+    """
+    from ..formats import atomic_path
+
+    state = {k: v.detach().to("cpu", copy=True).contiguous()
+             for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save({"model": with_column_aliases(state)}, f,
+                       _use_new_zipfile_serialization=False)
