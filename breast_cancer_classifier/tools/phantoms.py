@@ -90,8 +90,8 @@ def make_phantom(exam_index, view, seed=0, shape=IMAGE_SHAPE, findings=None):
 
     The breast's outline comes from the exam (both sides of one exam look alike); texture,
     dots, marker position and artefacts from the image. ``findings`` maps a side (``"L"``,
-    ``"R"``) to ``"malignant"`` (the mass-like blob) or ``"benign"`` (a smaller, fainter
-    round blob); by default the sample exams' sides of ``POSITIVE_SIDES`` get the mass.
+    ``"R"``) to ``"malignant"`` (the mass-like blob), ``"benign"`` (a smaller, fainter
+    round blob) or ``(contrast, (radius low, radius high))`` of a round blob; by default the sample exams' sides of ``POSITIVE_SIDES`` get the mass.
     Returns a :class:`Phantom`.
     """
     if view not in VIEWS:
@@ -161,6 +161,9 @@ def write_sample_data(output_dir, seed=0, num_exams=NUM_EXAMS, overwrite=False,
 # benign; left benign.
 COHORT_FINDINGS = ({}, {"R": "malignant"}, {"L": "malignant", "R": "benign"}, {"L": "benign"})
 COHORT_LIST_NAME = "exam_list.pkl"
+# The cohort's findings are larger than the sample data's: a malignant breast carries a
+# saturated blob of about a fifth of the breast's depth, a benign one a small faint blob.
+COHORT_BLOBS = {"malignant": (2500.0, (100.0, 130.0)), "benign": (600.0, (20.0, 30.0))}
 
 
 def labelled_cohort(num_exams, exams_per_patient=2):
@@ -194,7 +197,8 @@ def write_labelled_cohort(output_dir, num_exams, seed=0, shape=IMAGE_SHAPE,
     exams, findings = labelled_cohort(num_exams, exams_per_patient)
     for e, (exam, found) in enumerate(zip(exams, findings)):
         for view in VIEWS:
-            image = make_phantom(e, view, seed, shape, findings=found).image
+            blobs = {side: COHORT_BLOBS[kind] for side, kind in found.items()}
+            image = make_phantom(e, view, seed, shape, findings=blobs).image
             formats.write_png(output_dir / "images" / f"{exam[view][0]}.png", image)
     path = output_dir / COHORT_LIST_NAME
     save_exam_list(exams, path)
@@ -338,9 +342,10 @@ def _spots(rng, rows, cols, outline, finding):
         x = outline.depth * rng.uniform(0.2, 0.7)
         spots += 1800.0 * _bump(rows, cols, y, x, rng.uniform(2.0, 4.0))
     if finding is not None:
-        if finding not in FINDINGS:
-            raise ValueError(f"finding must be one of {', '.join(FINDINGS)}, got {finding!r}")
-        contrast, (low, high) = FINDINGS[finding]
+        if isinstance(finding, str) and finding not in FINDINGS:
+            raise ValueError(f"finding must be one of {', '.join(FINDINGS)} or (contrast, "
+                             f"(radius low, radius high)), got {finding!r}")
+        contrast, (low, high) = FINDINGS[finding] if isinstance(finding, str) else finding
         y = outline.nipple_y + rng.uniform(-0.12, 0.12) * outline.inside.shape[0]
         x = outline.depth * rng.uniform(0.35, 0.6)
         spots += contrast * _bump(rows, cols, y, x, rng.uniform(low, high))

@@ -7,10 +7,11 @@ label columns, or an exam list whose exams carry ``cancer_label``.
 The cache folder holds stages 1-3 of every exam, made once by the engine's functions and
 reused by every epoch and by later runs over the same exams and images::
 
-    cropped_images/   data.pkl   heatmaps/heatmap_{malignant,benign}/   cache.json   failures.csv
+    cropped_images/   data.pkl   heatmaps/heatmap_{malignant,benign}/   cache.json
 
-``cache.json`` records what the folder was made from; a cache made from other exams or
-another data folder is rebuilt, heatmaps from another patch model or seed are remade.
+Exams are added one by one: a later run over other exams of the same data folder computes
+only the new ones. A cache made from another data folder is rebuilt, heatmaps from another
+patch model or seed are remade.
 """
 
 import hashlib
@@ -26,11 +27,12 @@ from ...core.exam_list import load_exam_list, save_exam_list
 from ...core.failures import FailureReport
 from ...core.hashing import file_sha256
 from ...core.runtime import log
+from ...core.stages.cropping import STAGE1_KEYS
 from ...core.stages.preprocess import CENTER_STAGE, CROP_STAGE, preprocess_exam_list
 from ...core.views import LABELS, VIEWS
 from ..evaluate import read_labels
 
-CACHE_INFO, CACHE_FAILURES = "cache.json", "failures.csv"
+CACHE_INFO = "cache.json"
 CACHE_VERSION = 1
 MALIGNANT_COLUMNS = [LABELS.index("left_malignant"), LABELS.index("right_malignant")]
 STAGE = "finetune"
@@ -96,16 +98,24 @@ def split_exams(exam_list, val_fraction, seed):
 
 
 # --------------------------------------------------------------------------- cache
-def _exams_key(exam_list, data_folder):
-    """What stages 1-2 depend on: each exam's images and flip, and the data folder."""
-    content = [[exam["horizontal_flip"], [list(exam[view]) for view in VIEWS]]
-               for exam in exam_list]
-    text = json.dumps([str(Path(data_folder).resolve()), content], separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+def exam_key(exam):
+    """What stages 1-2 of an exam depend on (with the data folder): its images and flip."""
+    content = [exam["horizontal_flip"], [list(exam[view]) for view in VIEWS]]
+    return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+
+
+# Keys the cache owns: an exam's other keys (labels, patient_id) come from the caller's list.
+CACHED_KEYS = ("horizontal_flip", *VIEWS, *STAGE1_KEYS, "best_center")
 
 
 class PreprocessCache:
-    """The cache folder of stages 1-3 (see the module docstring)."""
+    """The cache folder of stages 1-3 (see the module docstring).
+
+    Exams are cached one by one (keyed by :func:`exam_key`), so later runs over other
+    subsets of the same images compute only what is new. ``data.pkl`` holds every cached
+    exam with its centers; ``cache.json`` the keys (in ``data.pkl`` order), the data folder,
+    each exam's failures and what the heatmaps were made with.
+    """
 
     def __init__(self, cache_dir):
         self.root = Path(cache_dir)
@@ -114,68 +124,93 @@ class PreprocessCache:
         self.data_pkl = self.root / "data.pkl"
         self.info_path = self.root / CACHE_INFO
 
-    def _info(self):
+    def _info(self, data_folder):
         try:
-            return json.loads(self.info_path.read_text())
+            info = json.loads(self.info_path.read_text())
         except (OSError, ValueError):
-            return {}
+            info = {}
+        folder = str(Path(data_folder).resolve())
+        if info.get("version") != CACHE_VERSION or info.get("data_folder") != folder:
+            if info:
+                log.info("finetune: %s was made from other images; rebuilding it", self.root)
+            for stale in (self.cropped_dir, self.heatmaps_dir, self.data_pkl):
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                elif stale.exists():
+                    stale.unlink()
+            info = {"version": CACHE_VERSION, "data_folder": folder, "keys": [],
+                    "failures": {}, "heatmaps": None, "heatmap_keys": []}
+        return info
 
-    def _write_info(self, info):
+    def _write(self, info, cached):
+        save_exam_list(cached, self.data_pkl)
         formats.write_bytes_atomic(self.info_path, (json.dumps(info, indent=1) + "\n").encode())
 
     def prepare(self, exam_list, data_folder, heatmaps=None, num_processes=1):
-        """The exam list with centers (one entry per input exam) and the failures.
+        """``(exams, failures)``: ``exam_list`` after stages 1-2 (one entry per input exam,
+        its own extra keys kept) and the ``(stage, item, reason)`` failures of its exams.
 
         ``heatmaps``: ``None``, or ``(patch_model_path, seed, make_classify)`` where
         ``make_classify()`` loads the patch runtime (only when heatmaps must be made).
-        Failures are ``(stage, item, reason)`` triples, also kept in ``failures.csv``.
         """
-        key = _exams_key(exam_list, data_folder)
-        info = self._info()
-        if info.get("version") != CACHE_VERSION or info.get("exams") != key:
-            self._build(exam_list, data_folder, key, num_processes)
-            info = self._info()
+        info = self._info(data_folder)
+        cached = load_exam_list(self.data_pkl) if self.data_pkl.is_file() else []
+        keys = [exam_key(exam) for exam in exam_list]
+        new = {}
+        for key, exam in zip(keys, exam_list):
+            if key not in info["keys"]:
+                new.setdefault(key, exam)
+        if new:
+            self._stages_1_2(info, cached, new, data_folder, num_processes)
         else:
-            log.info("finetune: reusing stages 1-2 from %s", self.root)
+            log.info("finetune: reusing stages 1-2 of %d exam(s) from %s", len(keys), self.root)
         if heatmaps is not None:
-            self._heatmaps(info, *heatmaps)
-        data = load_exam_list(self.data_pkl)
-        failures = [tuple(f) for f in self._info()["failures"]]
-        return data, failures
+            self._heatmaps(info, cached, set(keys), *heatmaps)
+        by_key = dict(zip(info["keys"], cached))
+        exams = []
+        for key, exam in zip(keys, exam_list):
+            merged = {k: v for k, v in exam.items() if k not in CACHED_KEYS}
+            merged.update({k: by_key[key][k] for k in CACHED_KEYS if k in by_key[key]})
+            exams.append(merged)
+        failures = [tuple(f) for key in dict.fromkeys(keys) for f in info["failures"][key]]
+        return exams, failures
 
-    def _build(self, exam_list, data_folder, key, num_processes):
-        log.info("finetune: stages 1-2 of %d exam(s) into %s", len(exam_list), self.root)
-        for stale in (self.heatmaps_dir, self.info_path):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            elif stale.exists():
-                stale.unlink()
+    def _stages_1_2(self, info, cached, new, data_folder, num_processes):
+        log.info("finetune: stages 1-2 of %d exam(s) into %s", len(new), self.root)
         reports = FailureReport(CROP_STAGE), FailureReport(CENTER_STAGE)
-        bare = [{k: v for k, v in exam.items()} for exam in exam_list]
-        with formats.staged_output_dir(self.cropped_dir, overwrite=True) as stage:
-            _, with_centers = preprocess_exam_list(bare, data_folder, stage,
-                                                   num_processes=num_processes,
-                                                   reports=reports)
-        save_exam_list(with_centers, self.data_pkl)
-        failures = [(r.stage, item, reason) for r in reports for item, reason in r.failures]
-        self._write_info({"version": CACHE_VERSION, "exams": key, "failures": failures})
+        bare = [{k: v for k, v in exam.items() if k in CACHED_KEYS} for exam in new.values()]
+        _, with_centers = preprocess_exam_list(bare, data_folder, self.cropped_dir,
+                                               num_processes=num_processes, reports=reports)
+        failed = [(r.stage, item, reason) for r in reports for item, reason in r.failures]
+        for key, exam in zip(new, bare):
+            names = {name for view in VIEWS for name in exam[view]}
+            info["failures"][key] = [f for f in failed if f[1] in names]
+        info["keys"].extend(new)
+        cached.extend(with_centers)
+        self._write(info, cached)
 
-    def _heatmaps(self, info, patch_model_path, seed, make_classify):
+    def _heatmaps(self, info, cached, wanted_keys, patch_model_path, seed, make_classify):
         from ...core.stages.heatmaps import STAGE as HEATMAP_STAGE, produce_heatmaps
 
-        wanted = {"patch_model_sha256": file_sha256(patch_model_path), "seed": int(seed)}
-        if info.get("heatmaps") == wanted:
+        made_with = {"patch_model_sha256": file_sha256(patch_model_path), "seed": int(seed)}
+        if info["heatmaps"] != made_with:
+            if self.heatmaps_dir.exists():
+                shutil.rmtree(self.heatmaps_dir)
+            info["heatmaps"], info["heatmap_keys"] = made_with, []
+        todo = [(key, exam) for key, exam in zip(info["keys"], cached)
+                if key in wanted_keys and key not in info["heatmap_keys"]]
+        if not todo:
             log.info("finetune: reusing heatmaps from %s", self.heatmaps_dir)
             return
-        if self.heatmaps_dir.exists():
-            shutil.rmtree(self.heatmaps_dir)
-        data = load_exam_list(self.data_pkl)
         report = FailureReport(HEATMAP_STAGE)
-        produce_heatmaps(data, self.cropped_dir, self.heatmaps_dir, make_classify(), seed=seed,
-                         report=report)
-        failures = [f for f in info["failures"] if f[0] != HEATMAP_STAGE]
-        failures += [(HEATMAP_STAGE, item, reason) for item, reason in report.failures]
-        self._write_info(dict(info, failures=failures, heatmaps=wanted))
+        produce_heatmaps([exam for _, exam in todo], self.cropped_dir, self.heatmaps_dir,
+                         make_classify(), seed=seed, report=report)
+        for key, exam in todo:
+            names = {name for view in VIEWS for name in exam[view]}
+            info["failures"][key] += [(HEATMAP_STAGE, item, reason)
+                                      for item, reason in report.failures if item in names]
+            info["heatmap_keys"].append(key)
+        self._write(info, cached)
 
 
 def usable_exams(data, indices, use_heatmaps, heatmaps_dir):

@@ -147,6 +147,9 @@ def finetune(exam_list_path, data_folder, output_dir, init_path, settings, *,
 
     def on_epoch(epoch, row, improved):
         metrics.append(row)
+        if epoch == 0:  # the starting point: metrics only
+            write_metrics(root / METRICS, metrics)
+            return
         if improved:
             save_classifier(model, root / BEST)
         save_classifier(model, root / LAST)
@@ -256,6 +259,7 @@ def draw_curves(path, metrics):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    metrics = [row for row in metrics if row["epoch"] > 0]
     epochs = [row["epoch"] for row in metrics]
     figure = Figure(figsize=(9, 3.6))
     FigureCanvasAgg(figure)

@@ -249,6 +249,14 @@ def train_epochs(trainer, stopper, first_epoch, val_indices, on_epoch, stop_afte
     (as if interrupted) after that epoch. Returns the last epoch run.
     """
     epoch = first_epoch - 1
+    if first_epoch == 1:  # the starting point, for comparison
+        _, malignant_auc, benign_auc, val_loss = trainer.validate(val_indices)
+        log.info("finetune: before training: validation loss %.4f, malignant AUC %.4f",
+                 val_loss, malignant_auc)
+        on_epoch(0, {"epoch": 0, "columns_frozen": "", "lr_heads": None, "lr_columns": None,
+                     "train_loss": None, "val_loss": val_loss,
+                     "val_malignant_auc": malignant_auc, "val_benign_auc": benign_auc,
+                     "best": 0, "seconds": None}, False)
     for epoch in range(first_epoch, trainer.settings.epochs + 1):
         start = time.perf_counter()
         frozen = columns_frozen(epoch, trainer.settings.freeze_columns_epochs)
