@@ -1,7 +1,8 @@
 """``bcc finetune`` (tools/finetune): learning, resume, schedule, split, formats, bad input.
 
 The learning run is sized for CI: a 12-exam synthetic cohort of quarter-size phantoms
-(malignant breasts carry a planted blob the others lack), demo weights, frozen columns.
+(malignant breasts carry a planted blob the others lack), demo weights, frozen columns,
+the image-mode model (each view's head sees its own breast).
 Every training step and validation pass still runs the models at full input size.
 """
 
@@ -31,15 +32,17 @@ from helpers import run_script
 
 COHORT_EXAMS = 12
 DEMO_SCALE = 0.05  # demo weights calibrated on small windows: quick to make
-LEARNING = FinetuneSettings(model_mode="view_split", epochs=2, freeze_columns_epochs=2,
-                            lr=3e-3, effective_batch_size=2, val_num_epochs=1, warmup_steps=0,
-                            malignant_weight=2.0, seed=0)
+LEARNING = FinetuneSettings(model_mode="image", epochs=4, freeze_columns_epochs=4,
+                            lr=3e-3, effective_batch_size=1, val_num_epochs=1, warmup_steps=0,
+                            malignant_weight=3.0, seed=0)
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
-    exam_list = phantoms.write_labelled_cohort(root, COHORT_EXAMS)
+    # Quarter-size phantoms shown at full size (pixels repeated): their crops fill the
+    # model's window as real mammograms do, so the planted blobs move the features.
+    exam_list = phantoms.write_labelled_cohort(root, COHORT_EXAMS, upscale=4)
     inits = {}
     for mode in ("view_split", "image"):
         path = root / f"demo_{mode}.p"
@@ -87,6 +90,7 @@ def test_best_checkpoint_through_run_model_gives_the_logged_auc(learned, cohort,
     run_script("modeling/run_model.py", "--model-path", learned / "best.p",
                "--data-path", learned / "val_exam_list.pkl",
                "--image-path", cohort["cache"] / "cropped_images", "--output-path", output,
+               "--model-mode", LEARNING.model_mode,
                "--use-augmentation", "--num-epochs", LEARNING.val_num_epochs,
                "--seed", LEARNING.seed, "--device-type", "cpu", check=0)
     labels = read_labels(learned / "val_exam_list.pkl")
@@ -124,11 +128,11 @@ def test_resume_ends_with_the_bytes_of_an_uninterrupted_run(cohort, tiny_lists, 
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     for out, extra in ((whole, {}), (parts, {"stop_after_epoch": 1})):
         finetune(tiny_lists / "train.pkl", cohort["images"], out, cohort["init"]["view_split"],
-                 RESUME, cache_dir=tmp_path / "cache", device_type="cpu", **kwargs, **extra)
+                 RESUME, cache_dir=cohort["cache"], device_type="cpu", **kwargs, **extra)
     epoch1 = read_classifier_state_dict(parts / "last.p")
     init = read_classifier_state_dict(cohort["init"]["view_split"])
     finetune(tiny_lists / "train.pkl", cohort["images"], parts, cohort["init"]["view_split"],
-             RESUME, cache_dir=tmp_path / "cache", device_type="cpu", resume=True, **kwargs)
+             RESUME, cache_dir=cohort["cache"], device_type="cpu", resume=True, **kwargs)
     assert (parts / "last.p").read_bytes() == (whole / "last.p").read_bytes()
     assert (parts / "best.p").read_bytes() == (whole / "best.p").read_bytes()
     assert [r["val_loss"] for r in _metrics(parts)] == [r["val_loss"] for r in _metrics(whole)]

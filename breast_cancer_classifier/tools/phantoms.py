@@ -187,11 +187,14 @@ def labelled_cohort(num_exams, exams_per_patient=2):
 
 
 def write_labelled_cohort(output_dir, num_exams, seed=0, shape=IMAGE_SHAPE,
-                          exams_per_patient=2):
+                          exams_per_patient=2, upscale=1):
     """Write a labelled cohort: ``images/c<e>_<side>_<view>.png`` and ``exam_list.pkl``.
 
     Breasts labelled malignant or benign carry a planted finding the negatives lack, so a
-    model can learn the labels from the pixels. Returns the exam list's path.
+    model can learn the labels from the pixels. ``upscale`` repeats each pixel (4: a
+    full-size 3328 x 2560 detector, whose crops fill the model's input window as real
+    mammograms do, at the cost of drawing quarter-size phantoms only). Returns the exam
+    list's path.
     """
     output_dir = Path(output_dir)
     exams, findings = labelled_cohort(num_exams, exams_per_patient)
@@ -199,6 +202,8 @@ def write_labelled_cohort(output_dir, num_exams, seed=0, shape=IMAGE_SHAPE,
         for view in VIEWS:
             blobs = {side: COHORT_BLOBS[kind] for side, kind in found.items()}
             image = make_phantom(e, view, seed, shape, findings=blobs).image
+            if upscale > 1:
+                image = np.kron(image, np.ones((upscale, upscale), dtype=image.dtype))
             formats.write_png(output_dir / "images" / f"{exam[view][0]}.png", image)
     path = output_dir / COHORT_LIST_NAME
     save_exam_list(exams, path)
