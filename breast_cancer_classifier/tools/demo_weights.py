@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.checkpoints.classifier import with_column_aliases  # noqa: F401 (kept here)
+from ..core.checkpoints.classifier import with_column_aliases
 from ..core.hashing import git_blob_sha1
 from .download import DEFAULT_MODELS_DIR, MANIFEST_PATH, verified_official_weights
 from ..core.errors import OutputExistsError
