@@ -32,6 +32,11 @@ HEATMAPS_PATH=${HEATMAPS_PATH:-sample_output/heatmaps}
 IMAGE_PREDICTIONS_PATH=${IMAGE_PREDICTIONS_PATH:-sample_output/image_predictions.csv}
 IMAGEHEATMAPS_PREDICTIONS_PATH=${IMAGEHEATMAPS_PREDICTIONS_PATH:-sample_output/imageheatmaps_predictions.csv}
 
+# Optional: calibration.json files of `bcc calibrate`, one per model: each adds *_calibrated
+# columns after the raw ones of that model's CSV (README, "Calibration").
+IMAGE_CALIBRATION_PATH=${IMAGE_CALIBRATION_PATH:-}
+IMAGEHEATMAPS_CALIBRATION_PATH=${IMAGEHEATMAPS_CALIBRATION_PATH:-}
+
 # Optional: overlay pictures of every exam (1 to enable) into VISUALIZATIONS_PATH.
 VISUALIZE=${VISUALIZE:-0}
 VISUALIZATIONS_PATH=${VISUALIZATIONS_PATH:-sample_output/visualizations}
@@ -116,6 +121,7 @@ echo "Stage 4a: Run Classifier (Image)"
     --data-path "$EXAM_LIST_PATH" \
     --image-path "$CROPPED_IMAGE_PATH" \
     --output-path "$IMAGE_PREDICTIONS_PATH" \
+    ${IMAGE_CALIBRATION_PATH:+--calibration "$IMAGE_CALIBRATION_PATH"} \
     --use-augmentation \
     --num-epochs "$NUM_EPOCHS" \
     --device-type "$DEVICE_TYPE" \
@@ -130,6 +136,7 @@ echo "Stage 4b: Run Classifier (Image+Heatmaps)"
     --data-path "$EXAM_LIST_PATH" \
     --image-path "$CROPPED_IMAGE_PATH" \
     --output-path "$IMAGEHEATMAPS_PREDICTIONS_PATH" \
+    ${IMAGEHEATMAPS_CALIBRATION_PATH:+--calibration "$IMAGEHEATMAPS_CALIBRATION_PATH"} \
     --use-heatmaps \
     --heatmaps-path "$HEATMAPS_PATH" \
     --use-augmentation \

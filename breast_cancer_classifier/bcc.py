@@ -2,7 +2,8 @@
 
     bcc run --exam-list PATH --data-folder DIR --output-dir DIR [--continue] [--overwrite] ...
     bcc single IMAGE VIEW [--output-dir DIR] ...
-    bcc dicom | exam-list | visualize | evaluate | download | demo-weights | finetune  [flags]
+    bcc dicom | exam-list | visualize | evaluate | calibrate | download | demo-weights
+        | export | finetune  [their flags]
 
 ``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); the
 tool commands are those of the scripts under ``src/utilities/``, with the same flags.
@@ -25,8 +26,10 @@ TOOLS = {
     "exam-list": "make_exam_list",
     "visualize": "visualize",
     "evaluate": "evaluate",
+    "calibrate": "calibrate",
     "download": "download_files",
     "demo-weights": "make_demo_weights",
+    "export": "export_models",  # every network to ONNX / .pt2 / SavedModel, checked
     "finetune": "finetune",  # fine-tuning on labelled exams (tools/finetune)
 }
 
@@ -78,6 +81,9 @@ def build_parser():
     run.add_argument("--visualize", action="store_true",
                      help="also draw overlay pictures into OUTPUT/visualizations")
     run.add_argument("--note", help="an extra warning line on every picture")
+    run.add_argument("--calibration", action="append", default=[], metavar="FILE",
+                     help="calibration.json of bcc calibrate: adds *_calibrated columns to "
+                     "its model's CSV (raw columns unchanged); once per model")
     cluster = run.add_argument_group(
         "cluster", "--engine ray spreads the run over a Ray cluster (pip install "
         "'breast-cancer-classifier[cluster]'); the output and data folders must then be one "
@@ -118,12 +124,22 @@ def _run(args):
     from .core.pipeline import run_pipeline
 
     settings = EngineSettings.from_namespace(args)
+    if args.calibration:  # checked against the weights before any work
+        from .tools.calibration import calibrations_for_run
+
+        calibrations = calibrations_for_run(args.calibration, settings.weight_paths())
     status = run_pipeline(args.exam_list, args.data_folder, args.output_dir, settings,
                           num_processes=args.num_processes, resume=args.resume,
                           overwrite=args.overwrite, exams=args.exams,
                           executor=_executor(args))
     if args.visualize and status in (0, 3) and not args.exams:
         status = max(status, _pictures(args.output_dir, args.note))
+    if args.calibration and status in (0, 3) and not args.exams:
+        from .core.pipeline import RunLayout
+        from .tools.calibration import add_calibrated_columns
+
+        for model, calibration in calibrations.items():
+            add_calibrated_columns(RunLayout(args.output_dir).csvs[model], calibration)
     return status
 
 

@@ -16,6 +16,7 @@ import pytest
 from breast_cancer_classifier.core import formats
 from breast_cancer_classifier.core.exam_list import load_exam_list
 from breast_cancer_classifier.core.views import LABELS, VIEWS
+from breast_cancer_classifier.tools.tf_port import tensorflow_available
 
 from conftest import REPO
 
@@ -133,3 +134,60 @@ def test_run_single_sh(workspace):
     assert run(["bash", REPO / "run_single.sh", image, "R-MLO"], env).stdout == proc.stdout
     bad = run(["bash", REPO / "run_single.sh", image], env, expect=2)
     assert "usage: bash run_single.sh" in bad.stderr
+
+
+# --------------------------------------------------------------------------- TensorFlow
+def run_single_tf_env(workspace, out):
+    return {"DEVICE_TYPE": "cpu", "NUM_EPOCHS": "1", "PYTHON": sys.executable,
+            "OUTPUT_PATH": str(out),
+            "PATCH_MODEL_PATH": str(workspace / "models" / "sample_patch_model.p"),
+            "IMAGE_MODEL_PATH": str(workspace / "models" / "ImageOnly__ModeImage_weights.p"),
+            "IMAGEHEATMAPS_MODEL_PATH": str(workspace / "models" /
+                                            "ImageHeatmaps__ModeImage_weights.p")}
+
+
+@pytest.mark.skipif(not tensorflow_available(), reason="TensorFlow not installed ('.[tf]')")
+def test_run_single_tf_sh_and_its_heatmaps_feed_the_pytorch_classifier(workspace):
+    out = workspace / "single_tf"
+    env = run_single_tf_env(workspace, out)
+    image = workspace / "data" / "images" / "0_R_MLO.png"
+    proc = run(["bash", REPO / "run_single_tf.sh", image, "R-MLO"], env)
+    banners = [line for line in proc.stdout.splitlines() if line.startswith("Stage")]
+    assert len(banners) == 5 and banners[2] == "Stage 3: Generate Heatmaps"
+    predictions = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(predictions) == 2 and all(set(p) == {"benign", "malignant"} for p in predictions)
+    assert [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()] \
+        == predictions
+    for name in ("cropped.png", "cropped_metadata.pkl", "malignant_heatmap.hdf5",
+                 "benign_heatmap.hdf5"):
+        assert (out / name).is_file(), name
+    heatmap = formats.read_hdf5(out / "malignant_heatmap.hdf5")
+    assert heatmap.shape == formats.read_mammogram_png(out / "cropped.png").shape
+    # The TF heatmaps feed the PyTorch classifier: same numbers as the TF classifier's.
+    torch_line = run([sys.executable, REPO / "src" / "modeling" / "run_model_single.py",
+                      "--view", "R-MLO", "--model-path", env["IMAGEHEATMAPS_MODEL_PATH"],
+                      "--cropped-mammogram-path", out / "cropped.png",
+                      "--metadata-path", out / "cropped_metadata.pkl", "--use-heatmaps",
+                      "--heatmap-path-malignant", out / "malignant_heatmap.hdf5",
+                      "--heatmap-path-benign", out / "benign_heatmap.hdf5",
+                      "--use-augmentation", "--num-epochs", "1", "--device-type", "cpu"])
+    from_torch = json.loads(torch_line.stdout)
+    assert all(abs(from_torch[k] - predictions[1][k]) <= 1e-4 for k in from_torch)
+    bad = run(["bash", REPO / "run_single_tf.sh", image], env, expect=2)
+    assert "usage: bash run_single_tf.sh" in bad.stderr
+
+
+def test_run_single_tf_sh_refuses_other_precisions_and_a_python_without_tensorflow(tmp_path):
+    out = tmp_path / "out"
+    env = {"OUTPUT_PATH": str(out), "PYTHON": sys.executable, "PRECISION": "bf16"}
+    image = tmp_path / "x.png"
+    proc = run(["bash", REPO / "run_single_tf.sh", image, "L-CC"], env, expect=2)
+    assert "fp32 only" in proc.stderr
+    # -S leaves site-packages (TensorFlow with them) out: a Python without TensorFlow.
+    wrapper = tmp_path / "python-without-tf"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    wrapper.chmod(0o755)
+    env.update(PYTHON=str(wrapper), PRECISION="fp32")
+    proc = run(["bash", REPO / "run_single_tf.sh", image, "L-CC"], env, expect=2)
+    assert "pip install" in proc.stderr and "[tf]" in proc.stderr
+    assert not out.exists()  # nothing touched

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from breast_cancer_classifier.tools import evaluate
+from breast_cancer_classifier.tools import evaluate, operating_points
 from breast_cancer_classifier.core import exam_list
 from breast_cancer_classifier.core import formats
 from breast_cancer_classifier.tools.evaluate import EvaluationInputError
@@ -235,3 +235,105 @@ def test_cli_mismatched_rows_fail_clearly(tmp_path):
     assert "3 prediction row(s), but labels file" in done.stderr
     assert "has 4 exam(s)" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- operating points
+# Pooled malignant scores, left then right: [.1, .4, .2, .6, .35, .8, .05, .3], labels
+# [0, 0, 0, 1, 1, 1, 0, 0]: positives .6, .35, .8; negatives .1, .4, .2, .05, .3.
+# Exam scores (max of the two breasts): [.35, .8, .2, .6], exam labels [1, 1, 0, 1].
+OP_PREDICTIONS = np.array([[0.5, 0.5, 0.1, 0.35], [0.5, 0.5, 0.4, 0.8],
+                           [0.5, 0.5, 0.2, 0.05], [0.5, 0.5, 0.6, 0.3]])
+OP_LABELS = np.array([[0, 1, 0, 1], [1, 0, 0, 1], [0, 0, 0, 0], [0, 0, 1, 0]], float)
+
+
+def test_operating_points_equal_hand_computed_values():
+    result = operating_points.operating_points(
+        OP_PREDICTIONS, OP_LABELS, target_sensitivity=[0.5, 1.0], target_specificity=[0.75],
+        thresholds=[0.3], n_bootstrap=0)
+    sens_half, sens_all, spec, fixed = result["points"]
+    # Sensitivity >= .5: at .8 it is 1/3, at .6 it is 2/3 -> the largest is .6.
+    assert sens_half["threshold"] == 0.6 and sens_all["threshold"] == 0.35
+    # Specificity >= .75: at .35 the negatives below are .1, .2, .05, .3 (4/5); at .3, 3/5.
+    assert spec["threshold"] == 0.35 and fixed["threshold"] == 0.3
+    breast = sens_half["breast"]
+    assert breast["confusion_matrix"] == {"tp": 2, "fp": 0, "tn": 5, "fn": 1}
+    assert breast["sensitivity"]["value"] == pytest.approx(2 / 3)
+    assert breast["specificity"]["value"] == 1.0 and breast["ppv"]["value"] == 1.0
+    assert breast["npv"]["value"] == pytest.approx(5 / 6)
+    assert "recall_rate" not in breast
+    # At .3, the breast at .4 (negative) and .3 (negative) are called: PPV 3/5.
+    breast = fixed["breast"]
+    assert breast["confusion_matrix"] == {"tp": 3, "fp": 2, "tn": 3, "fn": 0}
+    assert breast["ppv"]["value"] == pytest.approx(3 / 5)
+    assert breast["specificity"]["value"] == pytest.approx(3 / 5)
+    assert breast["sensitivity"]["ci_low"] is None  # no resamples, no interval
+
+
+def test_exam_level_takes_the_larger_breast_and_either_label():
+    result = operating_points.operating_points(OP_PREDICTIONS, OP_LABELS,
+                                               thresholds=[0.3, 0.7], n_bootstrap=0)
+    low, high = (p["exam"] for p in result["points"])
+    # Exam scores [.35, .8, .2, .6], labels [1, 1, 0, 1].
+    assert low["confusion_matrix"] == {"tp": 3, "fp": 0, "tn": 1, "fn": 0}
+    assert low["recall_rate"]["value"] == pytest.approx(3 / 4)
+    assert high["confusion_matrix"] == {"tp": 1, "fp": 0, "tn": 1, "fn": 2}
+    assert high["recall_rate"]["value"] == pytest.approx(1 / 4)
+    assert high["npv"]["value"] == pytest.approx(1 / 3)
+    # Targets met on the exam scores instead: sensitivity >= .6 -> the largest is .6 (2/3).
+    at_exam = operating_points.operating_points(OP_PREDICTIONS, OP_LABELS, [0.6],
+                                                choose_at="exam", n_bootstrap=0)
+    assert at_exam["points"][0]["threshold"] == 0.6
+    assert at_exam["points"][0]["exam"]["sensitivity"]["value"] == pytest.approx(2 / 3)
+
+
+def test_a_target_specificity_of_one_takes_the_first_score_above_every_negative():
+    point = operating_points.operating_points(OP_PREDICTIONS, OP_LABELS,
+                                              target_specificity=[1.0],
+                                              n_bootstrap=0)["points"][0]
+    assert point["threshold"] == 0.6  # the top negative is .4; the next score up is .6
+    assert point["breast"]["confusion_matrix"] == {"tp": 2, "fp": 0, "tn": 5, "fn": 1}
+    predictions = OP_PREDICTIONS.copy()
+    predictions[2, 2] = 0.9  # a negative breast holds the top score: nothing may be called
+    point = operating_points.operating_points(predictions, OP_LABELS, target_specificity=[1.0],
+                                              n_bootstrap=0)["points"][0]
+    assert point["threshold"] == np.nextafter(0.9, 1)
+    assert point["breast"]["confusion_matrix"] == {"tp": 0, "fp": 0, "tn": 5, "fn": 3}
+    assert point["breast"]["ppv"]["value"] is None  # nothing called positive
+
+
+def test_operating_point_intervals_are_reproducible_and_resample_exams():
+    rng = np.random.default_rng(2)
+    predictions, labels = rng.random((30, 4)), (rng.random((30, 4)) < 0.3).astype(float)
+    run = lambda seed: operating_points.operating_points(  # noqa: E731
+        predictions, labels, [0.8], thresholds=[0.5], n_bootstrap=300, seed=seed)
+    first, again, other = run(4), run(4), run(5)
+    assert first == again and first != other
+    # By hand: the documented draws, threshold .5 fixed, exam-level sensitivity.
+    rng = np.random.default_rng(4)
+    y = np.maximum(labels[:, 2], labels[:, 3])
+    called = np.maximum(predictions[:, 2], predictions[:, 3]) >= 0.5
+    draws = []
+    for _ in range(300):
+        rows = rng.integers(0, 30, 30)
+        if y[rows].sum():
+            draws.append((called[rows] & (y[rows] == 1)).sum() / y[rows].sum())
+    sensitivity = first["points"][1]["exam"]["sensitivity"]
+    assert sensitivity["ci_low"] == pytest.approx(np.percentile(draws, 2.5), abs=1e-12)
+    assert sensitivity["ci_high"] == pytest.approx(np.percentile(draws, 97.5), abs=1e-12)
+    assert sensitivity["bootstrap_skipped"] == 300 - len(draws)
+
+
+def test_cli_operating_points_and_fixed_threshold(tmp_path):
+    formats.write_predictions_csv(tmp_path / "predictions.csv", OP_PREDICTIONS)
+    write_labels_csv(tmp_path / "labels.csv", OP_LABELS)
+    done = run_script("--predictions", tmp_path / "predictions.csv", "--labels",
+                      tmp_path / "labels.csv", "--output-dir", tmp_path / "out",
+                      "--n-bootstrap", "50", "--target-sensitivity", "0.5",
+                      "--threshold", "0.3")
+    assert done.returncode == 0, done.stderr
+    assert "| threshold 0.3 | 0.3 | exam | 3 | 0 | 1 | 0 |" in done.stdout
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+    points = saved["operating_points"]["points"]
+    assert [p["threshold"] for p in points] == [0.6, 0.3]
+    plain = evaluate.evaluate(OP_PREDICTIONS, OP_LABELS, n_bootstrap=50)
+    assert saved["targets"] == json.loads(json.dumps(plain["targets"]))  # unchanged

@@ -159,3 +159,19 @@ def test_single_prediction_lines_round_trip(tmp_path):
         '{"benign": 0.040191903710365295, "malignant": 0.008045293390750885}'
     with pytest.raises(InputImageError, match="cannot read"):
         formats.read_single_prediction_lines(tmp_path / "missing.jsonl")
+
+
+def test_predictions_csv_with_calibrated_columns(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text(",".join(formats.LABELS + formats.CALIBRATED_LABELS) + "\n"
+                    "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8\n,,,,,,,\n")
+    np.testing.assert_array_equal(formats.read_predictions_csv(path)[0], [0.1, 0.2, 0.3, 0.4])
+    np.testing.assert_array_equal(formats.read_predictions_csv(path, calibrated=True)[0],
+                                  [0.5, 0.6, 0.7, 0.8])
+    assert np.isnan(formats.read_predictions_csv(path, calibrated=True)[1]).all()
+    formats.write_predictions_csv(path, [[0.1, 0.2, 0.3, 0.4]])
+    with pytest.raises(InputImageError, match="has no calibrated columns"):
+        formats.read_predictions_csv(path, calibrated=True)
+    path.write_text(",".join(formats.LABELS) + ",extra\n0.1,0.2,0.3,0.4,0.5\n")
+    with pytest.raises(InputImageError, match="expected header"):
+        formats.read_predictions_csv(path)

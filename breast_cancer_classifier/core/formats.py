@@ -242,6 +242,10 @@ def write_csv(path, header, rows):
             writer.writerows(rows)
 
 
+# Columns a predictions CSV gains with --calibration, after the four raw ones.
+CALIBRATED_LABELS = tuple(f"{label}_calibrated" for label in LABELS)
+
+
 def write_predictions_csv(path, predictions):
     """Write the predictions CSV of SPEC section 3.
 
@@ -253,24 +257,34 @@ def write_predictions_csv(path, predictions):
     write_csv(path, LABELS, rows)
 
 
-def read_predictions_csv(path):
-    """Read a predictions CSV into an (N, 4) float array (NaN for empty rows)."""
+def read_predictions_csv(path, calibrated=False):
+    """Read a predictions CSV into an (N, 4) float array (NaN for empty rows).
+
+    A CSV written with ``--calibration`` has the four ``CALIBRATED_LABELS`` columns after
+    the raw ones; ``calibrated`` selects them (else the raw columns are read).
+    """
     path = Path(path)
     try:
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
     except OSError as err:
         raise InputImageError(f"{path}: cannot read predictions CSV ({err})") from err
-    if not rows or tuple(rows[0]) != LABELS:
+    header = tuple(rows[0]) if rows else ()
+    if header not in (LABELS, LABELS + CALIBRATED_LABELS):
         raise InputImageError(f"{path}: expected header {','.join(LABELS)}, "
                               f"found {','.join(rows[0]) if rows else 'an empty file'}")
+    if calibrated and header == LABELS:
+        raise InputImageError(f"{path}: has no calibrated columns (written without "
+                              "--calibration)")
+    first = len(LABELS) if calibrated else 0
     values = np.full((len(rows) - 1, len(LABELS)), np.nan)
     for i, row in enumerate(rows[1:]):
-        if len(row) != len(LABELS):
-            raise InputImageError(f"{path}: line {i + 2}: expected {len(LABELS)} values, "
+        if len(row) != len(header):
+            raise InputImageError(f"{path}: line {i + 2}: expected {len(header)} values, "
                                   f"found {len(row)}")
         try:
-            values[i] = [float(v) if v.strip() != "" else np.nan for v in row]
+            values[i] = [float(v) if v.strip() != "" else np.nan
+                         for v in row[first:first + len(LABELS)]]
         except ValueError as err:
             raise InputImageError(f"{path}: line {i + 2}: {err}") from None
     return values

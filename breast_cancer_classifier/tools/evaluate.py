@@ -20,6 +20,9 @@ as scikit-learn without its per-call overhead (``tests/test_evaluate.py`` checks
 
 Exams whose prediction row is empty (a failed exam, SPEC 3 and the failure policy) are
 counted, listed and left out, with a warning; never silently.
+
+Operating points (thresholds of the malignant score at breast and exam level) come from
+:mod:`operating_points` and are added to the report only when asked for.
 """
 
 import csv
@@ -35,6 +38,7 @@ from ..core.errors import EvaluationInputError, PipelineError
 from ..core.exam_list import PICKLE_SUFFIXES, load_exam_list
 from ..core.runtime import log
 from ..core.views import LABELS
+from . import operating_points
 
 N_BOOTSTRAP = 2000
 CONFIDENCE = 0.95
@@ -53,14 +57,15 @@ ROC_PNG, PR_PNG = "roc_curves.png", "pr_curves.png"
 
 
 # --------------------------------------------------------------------------- reading
-def load_predictions(path, expected_rows=None, source="the labels"):
+def load_predictions(path, expected_rows=None, source="the labels", calibrated=False):
     """Predictions CSV (SPEC 3) as an (N, 4) float64 array in ``LABELS`` order, NaN rows empty.
 
     ``expected_rows``: the number of exams the rows must line up with; ``source`` names
-    where that number comes from, for the message.
+    where that number comes from, for the message. ``calibrated``: read the calibrated
+    columns (``--calibration``) instead of the raw ones.
     """
     try:
-        predictions = formats.read_predictions_csv(path)
+        predictions = formats.read_predictions_csv(path, calibrated=calibrated)
     except (PipelineError, ValueError) as err:
         raise EvaluationInputError(f"{path}: cannot read predictions: {err}") from err
     if expected_rows is not None and len(predictions) != expected_rows:
@@ -317,7 +322,10 @@ def summary_markdown(result, title="Evaluation"):
         lines.append(f"| {target} | {entry['n']} ({entry['n_positive']}/"
                      f"{entry['n_negative']}) | {' | '.join(cells)} | "
                      f"{entry['bootstrap_skipped']} |")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if "operating_points" in result:
+        text += operating_points.markdown(result["operating_points"])
+    return text
 
 
 def curve_figures(predictions, labels, result, title=""):
@@ -383,22 +391,31 @@ def _draw_curves(ax, kind, target, predictions, labels, result):
 
 # --------------------------------------------------------------------------- files
 def evaluate_files(predictions_path, labels_path, output_dir, n_bootstrap=N_BOOTSTRAP,
-                   seed=SEED, confidence=CONFIDENCE, overwrite=False):
+                   seed=SEED, confidence=CONFIDENCE, overwrite=False, operating=None,
+                   calibrated=False):
     """Evaluate a predictions CSV against a labels file; write the report into ``output_dir``.
 
     Writes ``summary.json``, ``summary.md``, ``roc_curves.png`` and ``pr_curves.png``
-    (the folder is built aside and swapped in whole). Returns the result dict.
+    (the folder is built aside and swapped in whole). ``operating``: keyword arguments of
+    :func:`operating_points.operating_points` (targets, thresholds, ``choose_at``); when
+    given, ``summary.json`` gains ``operating_points`` and ``summary.md`` its table.
+    ``calibrated``: score the calibrated columns. Returns the result dict.
     """
     labels = read_labels(labels_path)
     predictions = load_predictions(predictions_path, expected_rows=len(labels),
-                                   source=f"labels file {labels_path}")
+                                   source=f"labels file {labels_path}", calibrated=calibrated)
     result = evaluate(predictions, labels, n_bootstrap, seed, confidence)
+    if operating:
+        kept = np.setdiff1d(np.arange(len(predictions)), result["excluded_rows"])
+        result["operating_points"] = operating_points.operating_points(
+            predictions[kept], labels[kept], n_bootstrap=n_bootstrap, seed=seed,
+            confidence=confidence, **operating)
     if result["excluded_rows"]:
         log.warning("evaluate: %d of %d exam(s) have empty prediction rows (failed exams) "
                     "and are left out: rows %s", len(result["excluded_rows"]),
                     result["n_exams"], ", ".join(map(str, result["excluded_rows"][:20])))
     result = {"predictions_path": str(predictions_path), "labels_path": str(labels_path),
-              **result}
+              **({"columns": "calibrated"} if calibrated else {}), **result}
     kept = np.setdiff1d(np.arange(len(predictions)), result["excluded_rows"])
     title = Path(predictions_path).stem
     roc_png, pr_png = curve_figures(predictions[kept], labels[kept], result, title)

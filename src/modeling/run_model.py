@@ -15,6 +15,9 @@ import argparse  # noqa: E402
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
                                            add_precision_flag, add_trust_flag, run_cli)
 from breast_cancer_classifier.core.stages.classify import (ClassifierSettings, run_model)  # noqa: E402
+from breast_cancer_classifier.tools.calibration import (add_calibrated_columns,  # noqa: E402
+                                                         check_model, load_calibration,
+                                                         model_name)
 
 PROG = "run_model"
 
@@ -35,6 +38,9 @@ def build_parser():
     parser.add_argument("--use-augmentation", action="store_true")
     parser.add_argument("--use-hdf5", action="store_true")
     parser.add_argument("--num-epochs", type=int, default=1)
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="calibration.json of bcc calibrate: adds *_calibrated columns "
+                             "after the raw ones (refused if fitted on another model)")
     add_device_flags(parser)
     add_overwrite_flag(parser)
     add_trust_flag(parser)
@@ -54,11 +60,22 @@ def main(argv=None):
         use_augmentation=args.use_augmentation, use_hdf5=args.use_hdf5,
         num_epochs=args.num_epochs, batch_size=args.batch_size, seed=args.seed,
         precision=args.precision)
-    run_cli(PROG, lambda: run_model(
-        args.model_path, args.data_path, args.image_path, args.output_path, settings,
-        heatmaps_dir=args.heatmaps_path, device_type=args.device_type,
-        gpu_number=args.gpu_number, overwrite=args.overwrite,
-        trust_checkpoint=args.trust_checkpoint))
+
+    def body():
+        if args.calibration:  # refused before the model runs
+            calibration = load_calibration(args.calibration)
+            check_model(calibration, model_name(args.use_heatmaps), args.model_mode,
+                        args.model_path)
+        status = run_model(
+            args.model_path, args.data_path, args.image_path, args.output_path, settings,
+            heatmaps_dir=args.heatmaps_path, device_type=args.device_type,
+            gpu_number=args.gpu_number, overwrite=args.overwrite,
+            trust_checkpoint=args.trust_checkpoint)
+        if args.calibration:
+            add_calibrated_columns(args.output_path, calibration)
+        return status
+
+    run_cli(PROG, body)
 
 
 if __name__ == "__main__":

@@ -305,12 +305,14 @@ def classify_single_image(model, joint, best_center, angle, settings, device, pl
 
 def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, settings,
                      heatmap_paths=None, device_type="cpu", gpu_number=0,
-                     trust_checkpoint=False, plan=None):
+                     trust_checkpoint=False, plan=None, load_model=None):
     """The single-image classifier of SPEC 9; returns the ``{"benign", "malignant"}`` dict.
 
     ``heatmap_paths`` = ``(malignant_path, benign_path)`` with ``settings.use_heatmaps``.
     The image and heatmaps are mirrored with the metadata's ``full_view``, the model is
     chosen by ``view``; the two must agree. ``plan``: see :func:`classify_single_image`.
+    ``load_model(model_path, view, channels, trust, device)`` replaces the PyTorch model by
+    another runtime taking and returning the same tensors (the TensorFlow port).
     """
     settings.check()
     metadata = load_metadata(metadata_path)
@@ -327,9 +329,12 @@ def run_model_single(model_path, view, cropped_mammogram_path, metadata_path, se
     device = resolve_device(device_type, gpu_number)
     check_precision(settings.precision, device)
     reuse_freed_memory()
-    model = load_single_image_model(model_path, view, settings.channels,
-                                    trust=trust_checkpoint, device=device)
-    model = model.to(memory_format=torch.channels_last)
+    if load_model is None:
+        model = load_single_image_model(model_path, view, settings.channels,
+                                        trust=trust_checkpoint, device=device)
+        model = model.to(memory_format=torch.channels_last)
+    else:
+        model = load_model(model_path, view, settings.channels, trust_checkpoint, device)
     return classify_single_image(model, joint, metadata["best_center"], view_angle(view),
                                  settings, device, plan)
 
