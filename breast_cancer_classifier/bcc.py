@@ -3,7 +3,7 @@
     bcc run --exam-list PATH --data-folder DIR --output-dir DIR [--continue] [--overwrite] ...
     bcc single IMAGE VIEW [--output-dir DIR] ...
     bcc dicom | exam-list | qa | visualize | evaluate | calibrate | download | demo-weights
-        | export  [their flags]
+        | export | finetune  [their flags]
 
 ``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); the
 tool commands are those of the scripts under ``src/utilities/``, with the same flags.
@@ -31,6 +31,7 @@ TOOLS = {
     "demo-weights": "make_demo_weights",
     "export": "export_models",  # every network to ONNX / .pt2 / SavedModel, checked
     "qa": "check_data",
+    "finetune": "finetune",  # fine-tuning on labelled exams (tools/finetune)
 }
 
 

@@ -20,11 +20,11 @@ the models folder says so and records the git blob SHA-1 of every demo file, whi
 other commands tell demo files from official ones.
 """
 
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
+from ..core.checkpoints.classifier import with_column_aliases
 from ..core.hashing import git_blob_sha1
 from .download import DEFAULT_MODELS_DIR, MANIFEST_PATH, verified_official_weights
 from ..core.errors import OutputExistsError
@@ -43,8 +43,6 @@ PATCH_SIZE, PATCH_GRID = 256, 128
 PATCHES_PER_IMAGE = None  # all grid positions (14 patches in all)
 CALIBRATION_EXAMS = (0, 1)
 HEATMAP_LEVEL = 0.25  # what the untrained patch model's softmax gives, about 1/4 per class
-# Per-view column aliases of the original checkpoints, in their key order.
-_ALIASES = (("cc", "l_cc"), ("mlo", "l_mlo"), ("cc", "r_cc"), ("mlo", "r_mlo"))
 
 
 
@@ -85,17 +83,6 @@ def make_classifier_state_dict(mode, channels, seed=DEMO_SEED, window_scale=WIND
              for view in VIEWS}
     _calibrate_batchnorm(model, lambda: model(views))
     return with_column_aliases(model.state_dict())
-
-
-def with_column_aliases(state_dict):
-    """Add the original checkpoints' per-view column copies (same tensors) after the columns."""
-    prefix = "four_view_resnet."
-    columns = [(k, v) for k, v in state_dict.items() if k.startswith(prefix)]
-    rest = [(k, v) for k, v in state_dict.items() if not k.startswith(prefix)]
-    aliases = [(f"{prefix}{alias}.{k[len(prefix) + len(column) + 1:]}", v)
-               for column, alias in _ALIASES for k, v in columns
-               if k.startswith(f"{prefix}{column}.")]
-    return OrderedDict(columns + aliases + rest)
 
 
 def _calibrate_batchnorm(model, forward):

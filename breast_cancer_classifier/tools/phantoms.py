@@ -85,11 +85,14 @@ def scale_12_to_16(values):
 
 
 # --------------------------------------------------------------------------- public API
-def make_phantom(exam_index, view, seed=0, shape=IMAGE_SHAPE):
+def make_phantom(exam_index, view, seed=0, shape=IMAGE_SHAPE, findings=None):
     """The phantom of ``view`` (e.g. ``"L-MLO"``) in exam ``exam_index``; deterministic.
 
     The breast's outline comes from the exam (both sides of one exam look alike); texture,
-    dots, marker position and artefacts from the image. Returns a :class:`Phantom`.
+    dots, marker position and artefacts from the image. ``findings`` maps a side (``"L"``,
+    ``"R"``) to ``"malignant"`` (the mass-like blob), ``"benign"`` (a smaller, fainter
+    round blob) or ``(contrast, (radius low, radius high))`` of a round blob; by default the sample exams' sides of ``POSITIVE_SIDES`` get the mass.
+    Returns a :class:`Phantom`.
     """
     if view not in VIEWS:
         raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
@@ -97,8 +100,11 @@ def make_phantom(exam_index, view, seed=0, shape=IMAGE_SHAPE):
     image_rng = np.random.RandomState([seed, exam_index, 1 + VIEWS.index(view)])
     outline = _draw_outline(exam_rng, view_angle(view), shape,
                             jitter=image_rng.uniform(0.97, 1.03))
-    positive = view[0] in POSITIVE_SIDES.get(exam_index % NUM_EXAMS, "")
-    values = _breast_values(image_rng, outline, positive)
+    if findings is None:
+        finding = "malignant" if view[0] in POSITIVE_SIDES.get(exam_index % NUM_EXAMS, "") else None
+    else:
+        finding = findings.get(view[0])
+    values = _breast_values(image_rng, outline, finding)
     breast = outline.inside
     if is_right(view):  # drawn facing right; right views are stored facing left (SPEC 2)
         values, breast = np.fliplr(values), np.fliplr(breast)
@@ -148,6 +154,60 @@ def write_sample_data(output_dir, seed=0, num_exams=NUM_EXAMS, overwrite=False,
         save_exam_list(exam_list, list_path)
         written.append(list_path)
     return written, unchanged
+
+
+# A labelled cohort cycles through four kinds of exam (side -> finding), so that any four
+# consecutive exams hold every label: none; right malignant; left malignant and right
+# benign; left benign.
+COHORT_FINDINGS = ({}, {"R": "malignant"}, {"L": "malignant", "R": "benign"}, {"L": "benign"})
+COHORT_LIST_NAME = "exam_list.pkl"
+# The cohort's findings are larger than the sample data's: a malignant breast carries a
+# saturated blob of about a fifth of the breast's depth, a benign one a small faint blob.
+COHORT_BLOBS = {"malignant": (2500.0, (100.0, 130.0)), "benign": (600.0, (20.0, 30.0))}
+
+
+def labelled_cohort(num_exams, exams_per_patient=2):
+    """``(exam list, findings)`` of a synthetic labelled cohort of ``num_exams`` exams.
+
+    Each exam carries ``cancer_label`` (the metarepository's four 0/1 keys) and a
+    ``patient_id`` (``exams_per_patient`` consecutive exams per patient); ``findings[e]``
+    maps a side to the finding planted there (see :data:`COHORT_FINDINGS`).
+    """
+    exams, findings = [], []
+    for e in range(num_exams):
+        found = COHORT_FINDINGS[e % len(COHORT_FINDINGS)]
+        exam = {"horizontal_flip": "NO",
+                **{view: [f"c{short_file_path(e, view)}"] for view in VIEWS}}
+        exam["cancer_label"] = {f"{side}_{kind}": int(found.get(side[0].upper()) == kind)
+                                for kind in ("benign", "malignant") for side in ("left", "right")}
+        exam["patient_id"] = f"P{e // exams_per_patient:04d}"
+        exams.append(exam)
+        findings.append(found)
+    return exams, findings
+
+
+def write_labelled_cohort(output_dir, num_exams, seed=0, shape=IMAGE_SHAPE,
+                          exams_per_patient=2, upscale=1):
+    """Write a labelled cohort: ``images/c<e>_<side>_<view>.png`` and ``exam_list.pkl``.
+
+    Breasts labelled malignant or benign carry a planted finding the negatives lack, so a
+    model can learn the labels from the pixels. ``upscale`` repeats each pixel (4: a
+    full-size 3328 x 2560 detector, whose crops fill the model's input window as real
+    mammograms do, at the cost of drawing quarter-size phantoms only). Returns the exam
+    list's path.
+    """
+    output_dir = Path(output_dir)
+    exams, findings = labelled_cohort(num_exams, exams_per_patient)
+    for e, (exam, found) in enumerate(zip(exams, findings)):
+        for view in VIEWS:
+            blobs = {side: COHORT_BLOBS[kind] for side, kind in found.items()}
+            image = make_phantom(e, view, seed, shape, findings=blobs).image
+            if upscale > 1:
+                image = np.kron(image, np.ones((upscale, upscale), dtype=image.dtype))
+            formats.write_png(output_dir / "images" / f"{exam[view][0]}.png", image)
+    path = output_dir / COHORT_LIST_NAME
+    save_exam_list(exams, path)
+    return path
 
 
 def _same_png(path, image):
@@ -254,7 +314,7 @@ def _bump(rows, cols, y, x, radius):
     return inner * inner
 
 
-def _breast_values(rng, outline, positive):
+def _breast_values(rng, outline, finding):
     """12-bit values (float64, (H, W)) of the breast, meaningful only inside the outline."""
     shape = outline.inside.shape
     rows, cols = _grid(shape)
@@ -270,22 +330,30 @@ def _breast_values(rng, outline, positive):
     values += 1400.0 * gland * np.clip((coarse - 0.35) / 0.35, 0.0, 1.0) + 220.0 * fine
     if outline.muscle.any():
         values = np.where(outline.muscle, 2250.0 + 250.0 * fine + 200.0 * ramp, values)
-    values += _spots(rng, rows, cols, outline, positive)
+    values += _spots(rng, rows, cols, outline, finding)
     values += rng.randint(-10, 11, size=shape)  # quantum-like noise
     return np.clip(np.round(values), 40, MAX_12BIT).astype(np.int64)
 
 
-def _spots(rng, rows, cols, outline, positive):
-    """Calcification-like dots, and a mass-like blob when ``positive``."""
+# Planted findings: (peak 12-bit contrast, radius range in pixels at the phantom's scale).
+FINDINGS = {"malignant": (900.0, (28.0, 42.0)), "benign": (500.0, (12.0, 18.0))}
+
+
+def _spots(rng, rows, cols, outline, finding):
+    """Calcification-like dots, and a round blob for a ``finding`` (see ``FINDINGS``)."""
     spots = np.zeros(outline.inside.shape)
     for _ in range(rng.randint(3, 7)):
         y = outline.nipple_y + rng.uniform(-0.22, 0.22) * outline.inside.shape[0]
         x = outline.depth * rng.uniform(0.2, 0.7)
         spots += 1800.0 * _bump(rows, cols, y, x, rng.uniform(2.0, 4.0))
-    if positive:
+    if finding is not None:
+        if isinstance(finding, str) and finding not in FINDINGS:
+            raise ValueError(f"finding must be one of {', '.join(FINDINGS)} or (contrast, "
+                             f"(radius low, radius high)), got {finding!r}")
+        contrast, (low, high) = FINDINGS[finding] if isinstance(finding, str) else finding
         y = outline.nipple_y + rng.uniform(-0.12, 0.12) * outline.inside.shape[0]
         x = outline.depth * rng.uniform(0.35, 0.6)
-        spots += 900.0 * _bump(rows, cols, y, x, rng.uniform(28.0, 42.0))
+        spots += contrast * _bump(rows, cols, y, x, rng.uniform(low, high))
     return spots * outline.inside
 
 

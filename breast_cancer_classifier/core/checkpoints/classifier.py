@@ -8,6 +8,8 @@ present they must equal the shared column tensor for tensor, because the referen
 has no single meaning. ``num_batches_tracked`` buffers (unused in eval mode) may be absent.
 """
 
+from collections import OrderedDict
+
 import torch
 
 from . import check_keys, describe_state_dict, load_weights_file
@@ -179,3 +181,83 @@ def _load_strict(path, model, state_dict):
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:  # shape mismatches: keys already match
         raise CheckpointError(f"{path}: tensor shapes do not fit the model: {err}") from err
+
+
+# --------------------------------------------------------------------------- writing
+# The original files' order: the shared columns, then their per-view copies, then the heads.
+_ALIAS_ORDER = (("cc", "l_cc"), ("mlo", "l_mlo"), ("cc", "r_cc"), ("mlo", "r_mlo"))
+
+
+def with_column_aliases(state_dict):
+    """The state dict with the original's per-view column copies added (same tensors).
+
+    Both model modes have them in the original files; a loader that strips them (ours) and
+    the original's (which registers the copies itself) read the result alike.
+    """
+    columns = [(k, v) for k, v in state_dict.items() if k.startswith(COLUMN_PREFIX)]
+    rest = [(k, v) for k, v in state_dict.items() if not k.startswith(COLUMN_PREFIX)]
+    prefix = len(COLUMN_PREFIX)
+    aliases = [(f"{COLUMN_PREFIX}{alias}.{k[prefix + len(column) + 1:]}", v)
+               for column, alias in _ALIAS_ORDER for k, v in columns
+               if k.startswith(f"{COLUMN_PREFIX}{column}.")]
+    return OrderedDict(columns + aliases + rest)
+
+
+def save_classifier(model, path):
+    """Write ``model`` (view_split or image mode) as the original's ``{"model": state_dict}``.
+
+    CPU tensors, column aliases added, PyTorch's legacy (non-zip) serialization, as the
+    official 2019 files: the original release's PyTorch 0.4 reads only that. Atomic; the
+    same weights give the same bytes.
+    """
+    from ..formats import atomic_path
+
+    state = {k: v.detach().to("cpu", copy=True).contiguous()
+             for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            save_legacy({"model": with_column_aliases(state)}, f)
+
+
+def save_legacy(obj, f):
+    """``torch.save(obj, f, _use_new_zipfile_serialization=False)``, with stable storage keys.
+
+    PyTorch's legacy writer names each storage by its memory address, so the same weights
+    give other bytes in every process. This writes the same format (magic number, protocol,
+    system info, the pickled object, the storage keys, the storages) with keys numbered in
+    order of first use; readers resolve keys by name, so they read it as any legacy file.
+    CPU tensors only (``obj`` holds tensors, numbers, strings and containers).
+    """
+    import pickle
+    import sys
+
+    from torch import serialization
+
+    keys, storages = {}, {}
+
+    class _Pickler(pickle.Pickler):
+        def persistent_id(self, item):
+            if not isinstance(item, torch.storage.TypedStorage):
+                return None
+            untyped = item._untyped_storage
+            key = keys.setdefault(untyped.data_ptr(), str(len(keys)))
+            storages.setdefault(key, (untyped, item.dtype))
+            return ("storage", getattr(torch, item._pickle_storage_type()), key, "cpu",
+                    item._size(), None)
+
+    protocol = serialization.DEFAULT_PROTOCOL
+    sys_info = {"protocol_version": serialization.PROTOCOL_VERSION,
+                "little_endian": sys.byteorder == "little",
+                "type_sizes": {"short": serialization.SHORT_SIZE,
+                               "int": serialization.INT_SIZE,
+                               "long": serialization.LONG_SIZE}}
+    for header in (serialization.MAGIC_NUMBER, serialization.PROTOCOL_VERSION, sys_info):
+        pickle.dump(header, f, protocol=protocol)
+    _Pickler(f, protocol=protocol).dump(obj)
+    order = sorted(storages)  # as PyTorch's writer lists them
+    pickle.dump(order, f, protocol=protocol)
+    f.flush()
+    for key in order:
+        storage, dtype = storages[key]
+        storage._write_file(f, serialization._should_read_directly(f), True,
+                            torch._utils._element_size(dtype))
