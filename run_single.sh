@@ -6,8 +6,16 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
+# run_single_tf.sh runs this script with BCC_SINGLE_TF=1: stages 3 and 4 then use the _tf
+# scripts (TensorFlow, fp32 only, so no --precision flag).
+if [ "${BCC_SINGLE_TF:-0}" = "1" ]; then
+    NAME=run_single_tf.sh; TF=_tf
+else
+    NAME=run_single.sh; TF=
+fi
+
 if [ $# -ne 2 ]; then
-    echo "usage: bash run_single.sh IMAGE.png VIEW   (VIEW one of L-CC, R-CC, L-MLO, R-MLO)" >&2
+    echo "usage: bash $NAME IMAGE.png VIEW   (VIEW one of L-CC, R-CC, L-MLO, R-MLO)" >&2
     exit 2
 fi
 IMAGE_PATH=$1
@@ -43,6 +51,7 @@ if [ -z "${PYTHON:-}" ]; then
     if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
+if [ -n "$TF" ]; then PRECISION_FLAG=(); else PRECISION_FLAG=(--precision "$PRECISION"); fi
 
 # Outputs of an earlier run are removed first, so a failure never leaves old and new mixed.
 mkdir -p "$OUTPUT_PATH"
@@ -51,7 +60,7 @@ rm -f -- "$CROPPED_IMAGE_PATH" "$CROPPED_METADATA_PATH" "$MALIGNANT_HEATMAP_PATH
 
 stop_on_failure() {  # $1: status, $2: stage
     if [ "$1" -ne 0 ]; then
-        echo "run_single.sh: $2 failed (exit $1); stopping" >&2
+        echo "$NAME: $2 failed (exit $1); stopping" >&2
         exit "$1"
     fi
 }
@@ -72,7 +81,7 @@ echo "Stage 2: Extract Centers"
 stop_on_failure $? "Stage 2"
 
 echo "Stage 3: Generate Heatmaps"
-"$PYTHON" src/heatmaps/run_producer_single.py \
+"$PYTHON" src/heatmaps/run_producer_single$TF.py \
     --model-path "$PATCH_MODEL_PATH" \
     --cropped-mammogram-path "$CROPPED_IMAGE_PATH" \
     --metadata-path "$CROPPED_METADATA_PATH" \
@@ -80,12 +89,12 @@ echo "Stage 3: Generate Heatmaps"
     --heatmap-path-malignant "$MALIGNANT_HEATMAP_PATH" \
     --heatmap-path-benign "$BENIGN_HEATMAP_PATH" \
     --device-type "$DEVICE_TYPE" \
-    --precision "$PRECISION" \
+    "${PRECISION_FLAG[@]}" \
     --gpu-number "$GPU_NUMBER"
 stop_on_failure $? "Stage 3"
 
 echo "Stage 4a: Run Classifier (Image)"
-"$PYTHON" src/modeling/run_model_single.py \
+"$PYTHON" src/modeling/run_model_single$TF.py \
     --view "$VIEW" \
     --model-path "$IMAGE_MODEL_PATH" \
     --cropped-mammogram-path "$CROPPED_IMAGE_PATH" \
@@ -93,12 +102,12 @@ echo "Stage 4a: Run Classifier (Image)"
     --use-augmentation \
     --num-epochs "$NUM_EPOCHS" \
     --device-type "$DEVICE_TYPE" \
-    --precision "$PRECISION" \
+    "${PRECISION_FLAG[@]}" \
     --gpu-number "$GPU_NUMBER" | tee -a "$PREDICTIONS_PATH"
 stop_on_failure $? "Stage 4a"
 
 echo "Stage 4b: Run Classifier (Image+Heatmaps)"
-"$PYTHON" src/modeling/run_model_single.py \
+"$PYTHON" src/modeling/run_model_single$TF.py \
     --view "$VIEW" \
     --model-path "$IMAGEHEATMAPS_MODEL_PATH" \
     --cropped-mammogram-path "$CROPPED_IMAGE_PATH" \
@@ -109,7 +118,7 @@ echo "Stage 4b: Run Classifier (Image+Heatmaps)"
     --use-augmentation \
     --num-epochs "$NUM_EPOCHS" \
     --device-type "$DEVICE_TYPE" \
-    --precision "$PRECISION" \
+    "${PRECISION_FLAG[@]}" \
     --gpu-number "$GPU_NUMBER" | tee -a "$PREDICTIONS_PATH"
 stop_on_failure $? "Stage 4b"
 

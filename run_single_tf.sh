@@ -3,130 +3,26 @@
 # model; SPEC §8-9):
 #   bash run_single_tf.sh sample_data/images/0_L_CC.png L-CC
 # prints one JSON line per model: {"benign": p, "malignant": p}. Same variables and outputs
-# as run_single.sh; the networks are Keras ports whose weights are converted from the same
-# PyTorch checkpoints when loaded. Needs the `tf` extra: pip install '.[tf]'.
+# as run_single.sh, which runs the stages; the networks are Keras ports whose weights are
+# converted from the same PyTorch checkpoints when loaded. Needs the `tf` extra:
+# pip install '.[tf]'.
 set -uo pipefail
 cd "$(dirname "$0")"
 
-if [ $# -ne 2 ]; then
-    echo "usage: bash run_single_tf.sh IMAGE.png VIEW   (VIEW one of L-CC, R-CC, L-MLO, R-MLO)" >&2
-    exit 2
-fi
-IMAGE_PATH=$1
-VIEW=$2
-
-DEVICE_TYPE=${DEVICE_TYPE:-gpu}
-NUM_EPOCHS=${NUM_EPOCHS:-10}
-HEATMAP_BATCH_SIZE=${HEATMAP_BATCH_SIZE:-100}
-GPU_NUMBER=${GPU_NUMBER:-0}
-# The TensorFlow path runs fp32 only (the original's numbers).
-PRECISION=${PRECISION:-fp32}
-HORIZONTAL_FLIP=${HORIZONTAL_FLIP:-NO}
-
-PATCH_MODEL_PATH=${PATCH_MODEL_PATH:-models/sample_patch_model.p}
-IMAGE_MODEL_PATH=${IMAGE_MODEL_PATH:-models/ImageOnly__ModeImage_weights.p}
-IMAGEHEATMAPS_MODEL_PATH=${IMAGEHEATMAPS_MODEL_PATH:-models/ImageHeatmaps__ModeImage_weights.p}
-
-OUTPUT_PATH=${OUTPUT_PATH:-sample_single_output}
-CROPPED_IMAGE_PATH=${CROPPED_IMAGE_PATH:-$OUTPUT_PATH/cropped.png}
-CROPPED_METADATA_PATH=${CROPPED_METADATA_PATH:-$OUTPUT_PATH/cropped_metadata.pkl}
-MALIGNANT_HEATMAP_PATH=${MALIGNANT_HEATMAP_PATH:-$OUTPUT_PATH/malignant_heatmap.hdf5}
-BENIGN_HEATMAP_PATH=${BENIGN_HEATMAP_PATH:-$OUTPUT_PATH/benign_heatmap.hdf5}
-
-# Optional: an overlay picture of the image (1 to enable).
-VISUALIZE=${VISUALIZE:-0}
-VISUALIZATION_PATH=${VISUALIZATION_PATH:-$OUTPUT_PATH/visualization.png}
-VISUALIZE_NOTE=${VISUALIZE_NOTE:-}
-# The JSON lines printed below are also kept here.
-PREDICTIONS_PATH=${PREDICTIONS_PATH:-$OUTPUT_PATH/predictions.jsonl}
-
-if [ -z "${PYTHON:-}" ]; then
-    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
-fi
-export PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}"
-
-if [ "$PRECISION" != "fp32" ]; then
+if [ "${PRECISION:-fp32}" != "fp32" ]; then
     echo "run_single_tf.sh: PRECISION=$PRECISION: the TensorFlow path runs fp32 only" \
          "(use run_single.sh for bf16/tf32)" >&2
     exit 2
 fi
+if [ -z "${PYTHON:-}" ]; then
+    if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
 # Before any output is touched: TensorFlow must be there.
-"$PYTHON" -c "
+PYTHONPATH="$(pwd)${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c "
 import sys
 from breast_cancer_classifier.tools.tf_port import INSTALL_HINT, tensorflow_available
 if not tensorflow_available():
     sys.exit('run_single_tf.sh: ' + INSTALL_HINT)
 " || exit 2
 
-# Outputs of an earlier run are removed first, so a failure never leaves old and new mixed.
-mkdir -p "$OUTPUT_PATH"
-rm -f -- "$CROPPED_IMAGE_PATH" "$CROPPED_METADATA_PATH" "$MALIGNANT_HEATMAP_PATH" \
-    "$BENIGN_HEATMAP_PATH" "$VISUALIZATION_PATH" "$PREDICTIONS_PATH"
-
-stop_on_failure() {  # $1: status, $2: stage
-    if [ "$1" -ne 0 ]; then
-        echo "run_single_tf.sh: $2 failed (exit $1); stopping" >&2
-        exit "$1"
-    fi
-}
-
-echo "Stage 1: Crop Mammograms"
-"$PYTHON" src/cropping/crop_single.py \
-    --mammogram-path "$IMAGE_PATH" \
-    --view "$VIEW" \
-    --horizontal-flip "$HORIZONTAL_FLIP" \
-    --cropped-mammogram-path "$CROPPED_IMAGE_PATH" \
-    --metadata-path "$CROPPED_METADATA_PATH"
-stop_on_failure $? "Stage 1"
-
-echo "Stage 2: Extract Centers"
-"$PYTHON" src/optimal_centers/get_optimal_center_single.py \
-    --cropped-mammogram-path "$CROPPED_IMAGE_PATH" \
-    --metadata-path "$CROPPED_METADATA_PATH"
-stop_on_failure $? "Stage 2"
-
-echo "Stage 3: Generate Heatmaps"
-"$PYTHON" src/heatmaps/run_producer_single_tf.py \
-    --model-path "$PATCH_MODEL_PATH" \
-    --cropped-mammogram-path "$CROPPED_IMAGE_PATH" \
-    --metadata-path "$CROPPED_METADATA_PATH" \
-    --batch-size "$HEATMAP_BATCH_SIZE" \
-    --heatmap-path-malignant "$MALIGNANT_HEATMAP_PATH" \
-    --heatmap-path-benign "$BENIGN_HEATMAP_PATH" \
-    --device-type "$DEVICE_TYPE" \
-    --gpu-number "$GPU_NUMBER"
-stop_on_failure $? "Stage 3"
-
-echo "Stage 4a: Run Classifier (Image)"
-"$PYTHON" src/modeling/run_model_single_tf.py \
-    --view "$VIEW" \
-    --model-path "$IMAGE_MODEL_PATH" \
-    --cropped-mammogram-path "$CROPPED_IMAGE_PATH" \
-    --metadata-path "$CROPPED_METADATA_PATH" \
-    --use-augmentation \
-    --num-epochs "$NUM_EPOCHS" \
-    --device-type "$DEVICE_TYPE" \
-    --gpu-number "$GPU_NUMBER" | tee -a "$PREDICTIONS_PATH"
-stop_on_failure $? "Stage 4a"
-
-echo "Stage 4b: Run Classifier (Image+Heatmaps)"
-"$PYTHON" src/modeling/run_model_single_tf.py \
-    --view "$VIEW" \
-    --model-path "$IMAGEHEATMAPS_MODEL_PATH" \
-    --cropped-mammogram-path "$CROPPED_IMAGE_PATH" \
-    --metadata-path "$CROPPED_METADATA_PATH" \
-    --use-heatmaps \
-    --heatmap-path-malignant "$MALIGNANT_HEATMAP_PATH" \
-    --heatmap-path-benign "$BENIGN_HEATMAP_PATH" \
-    --use-augmentation \
-    --num-epochs "$NUM_EPOCHS" \
-    --device-type "$DEVICE_TYPE" \
-    --gpu-number "$GPU_NUMBER" | tee -a "$PREDICTIONS_PATH"
-stop_on_failure $? "Stage 4b"
-
-if [ "$VISUALIZE" = "1" ]; then
-    "$PYTHON" src/utilities/visualize.py --single-output-dir "$OUTPUT_PATH" \
-        --predictions-path "$PREDICTIONS_PATH" --output-path "$VISUALIZATION_PATH" \
-        ${VISUALIZE_NOTE:+--note "$VISUALIZE_NOTE"} --overwrite
-    stop_on_failure $? "Visualization"
-fi
+PYTHON=$PYTHON BCC_SINGLE_TF=1 exec bash run_single.sh "$@"
