@@ -27,7 +27,7 @@ $(EXTRAS_STAMP): $(STAMP) requirements-extras.txt
 	touch $(EXTRAS_STAMP)
 
 test: $(STAMP) $(EXTRAS_STAMP)
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra --durations=20 tests
 
 # Demo weights fill in only the checkpoints missing from models/; official ones are kept.
 # With demo weights the pictures carry a warning line too.

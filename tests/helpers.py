@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,3 +41,8 @@ def breast_phantom(height=600, width=400, side="L", seed=0):
     inside = (yy - height // 2) ** 2 + xx_from_wall ** 2 < radius ** 2
     image = np.where(inside, rng.integers(1000, 4000, size=(height, width)), 0)
     return image.astype(np.uint16) * 16
+
+
+# Checks too slow for every `make test` (CI's 40 minutes): they run with BCC_SLOW=1.
+slow = pytest.mark.skipif(os.environ.get("BCC_SLOW", "") in ("", "0"),
+                          reason="minutes on two cores; set BCC_SLOW=1 to run")

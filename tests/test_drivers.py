@@ -19,6 +19,7 @@ from breast_cancer_classifier.core.views import LABELS, VIEWS
 from breast_cancer_classifier.tools.tf_port import tensorflow_available
 
 from conftest import REPO
+from helpers import slow
 
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
@@ -149,6 +150,7 @@ def run_single_tf_env(workspace, out):
                                             "ImageHeatmaps__ModeImage_weights.p")}
 
 
+@slow  # the _tf scripts themselves are checked against the kit in test_tf_port
 @pytest.mark.skipif(not tensorflow_available(), reason="TensorFlow not installed ('.[tf]')")
 def test_run_single_tf_sh_and_its_heatmaps_feed_the_pytorch_classifier(workspace):
     out = workspace / "single_tf"

@@ -35,10 +35,9 @@ from breast_cancer_classifier.core.runtime import log
 from breast_cancer_classifier.core.views import flip_for_model
 
 from conftest import REPO, parity_case
+from helpers import slow
 
 TOLERANCE = 1e-5  # issue 4: max absolute difference per map
-slow = pytest.mark.skipif(os.environ.get("BCC_SLOW", "") in ("", "0"),
-                          reason="several minutes on two cores; set BCC_SLOW=1 to run")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -33,7 +33,7 @@ from breast_cancer_classifier.core.plan import load_plan, plan_arrays
 from breast_cancer_classifier.core.stages.cropping import STAGE1_KEYS
 
 from conftest import PARITY, REPO, parity_case
-from helpers import jsonable
+from helpers import jsonable, slow
 
 SAMPLE_LIST = REPO / "sample_data" / "exam_list_before_cropping.pkl"
 SAMPLE_IMAGES = REPO / "sample_data" / "images"
@@ -177,6 +177,7 @@ def test_a_subset_gives_the_serial_bytes_for_its_exams(serial_run, tmp_path):
     assert not (out / "exams" / "0.json").exists()
 
 
+@slow  # a process per exam; test_killed_run_continues covers --continue across processes
 def test_one_exam_per_process_gives_the_serial_bytes(serial_run, tmp_path):
     out = tmp_path / "out"
     flags = settings_flags(kit_settings())
