@@ -22,6 +22,7 @@ from breast_cancer_classifier.core.views import VIEWS
 from breast_cancer_classifier.tools.phantoms import make_phantom, short_file_path
 
 from conftest import REPO
+from helpers import slow
 from test_pipeline import assert_same_outputs, kit_settings, manifest, settings_flags
 
 pytest.importorskip("ray", reason="Ray is an optional extra (pip install '.[cluster]'); "
@@ -137,6 +138,7 @@ def test_ray_gives_the_serial_bytes_with_two_actors(cohort, serial, tmp_path):
     assert "Exams" not in proc.stderr  # BCC_NO_PROGRESS: no bar
 
 
+@slow  # CI time: the killed driver below covers recovery through the manifest
 def test_a_killed_actor_is_replaced_and_no_exam_is_lost_or_twice(cohort, serial, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(command(cohort, out, *RAY_FLAGS), env=environment(),
@@ -175,6 +177,7 @@ def test_a_killed_driver_continues_to_the_serial_bytes(cohort, serial, tmp_path)
     assert_each_exam_once(out)
 
 
+@slow  # CI time: the same plan and manifest as the two-actor run above
 def test_a_serial_part_is_finished_on_ray(cohort, serial, tmp_path):
     out = tmp_path / "out"
     exam_list, images = cohort

@@ -24,6 +24,7 @@ from breast_cancer_classifier.core.stages import heatmaps
 from breast_cancer_classifier.core.views import flip_for_model
 
 from conftest import parity_case
+from helpers import slow
 
 needs_onnxruntime = pytest.mark.skipif(not onnxruntime_available(),
                                        reason="onnxruntime not installed")
@@ -162,6 +163,7 @@ def test_cache_key_names_the_graph_variant(patch_checkpoint, tmp_path, monkeypat
 SYNTH_C_IMAGE = "c0_L_MLO"
 
 
+@slow  # CI time: the default runtime's parity on full-size real_cc maps is in test_heatmaps
 def test_default_runtime_synth_c_map_within_margin(parity_weights):
     # The default runtime on SYNTH_C_IMAGE, with the strides stage 3 draws for it
     # (the images before it in exam order draw theirs first): both maps within MARGIN of
