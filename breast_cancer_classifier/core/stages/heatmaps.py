@@ -334,15 +334,22 @@ def run_producer_single(model_path, cropped_mammogram_path, metadata_path,
                         heatmap_path_malignant, heatmap_path_benign, *,
                         batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED, device_type="cpu",
                         gpu_number=0, proper_mirroring=False, overwrite=False,
-                        trust_checkpoint=False, runtime="auto", precision="fp32"):
-    """The ``run_producer_single.py`` command. Returns exit status 0 (errors raise)."""
+                        trust_checkpoint=False, runtime="auto", precision="fp32",
+                        load_classify=None):
+    """The ``run_producer_single.py`` command. Returns exit status 0 (errors raise).
+
+    ``load_classify(model_path, device_type, gpu_number, trust)`` replaces the PyTorch patch
+    runtime by another one (the TF port's), after the same checks."""
     from ..exam_list import load_metadata
 
     metadata = load_metadata(metadata_path)
     for path in (heatmap_path_malignant, heatmap_path_benign):
         formats.check_output_file(path, overwrite)
-    classify = load_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint,
-                                  runtime, precision)
+    if load_classify is None:
+        classify = load_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint,
+                                      runtime, precision)
+    else:
+        classify = load_classify(model_path, device_type, gpu_number, trust_checkpoint)
     malignant, benign = produce_single_heatmaps(
         classify, cropped_mammogram_path, metadata, batch_size=batch_size, seed=seed,
         proper_mirroring=proper_mirroring)

@@ -9,14 +9,12 @@ script's heatmaps feed either classifier.
 
 import numpy as np
 
-from ...core import formats
 from ...core.checkpoints.classifier import load_single_image_model
 from ...core.checkpoints.patch import load_patch_classifier
-from ...core.exam_list import load_metadata
 from ...core.patch_runtime import CPU_MAX_FORWARD, PATCH_SHAPE, forward_pieces
 from ...core.runtime import log
 from ...core.stages.classify import run_model_single
-from ...core.stages.heatmaps import DEFAULT_BATCH_SIZE, DEFAULT_SEED, produce_single_heatmaps
+from ...core.stages.heatmaps import DEFAULT_BATCH_SIZE, DEFAULT_SEED, run_producer_single
 from . import require_tensorflow
 
 
@@ -115,16 +113,11 @@ def run_producer_single_tf(model_path, cropped_mammogram_path, metadata_path,
                            trust_checkpoint=False):
     """``run_producer_single_tf.py``: ``heatmaps.run_producer_single`` on TensorFlow."""
     require_tensorflow()
-    metadata = load_metadata(metadata_path)
-    for path in (heatmap_path_malignant, heatmap_path_benign):
-        formats.check_output_file(path, overwrite)
-    classify = load_tf_patch_runtime(model_path, device_type, gpu_number, trust_checkpoint)
-    malignant, benign = produce_single_heatmaps(
-        classify, cropped_mammogram_path, metadata, batch_size=batch_size, seed=seed,
-        proper_mirroring=proper_mirroring)
-    formats.write_hdf5(heatmap_path_malignant, malignant)
-    formats.write_hdf5(heatmap_path_benign, benign)
-    return 0
+    return run_producer_single(
+        model_path, cropped_mammogram_path, metadata_path, heatmap_path_malignant,
+        heatmap_path_benign, batch_size=batch_size, seed=seed, device_type=device_type,
+        gpu_number=gpu_number, proper_mirroring=proper_mirroring, overwrite=overwrite,
+        trust_checkpoint=trust_checkpoint, load_classify=load_tf_patch_runtime)
 
 
 def run_model_single_tf(model_path, view, cropped_mammogram_path, metadata_path, settings,
