@@ -31,7 +31,7 @@ EXAM_LIST_PATH=${EXAM_LIST_PATH:-sample_output/data.pkl}
 HEATMAPS_PATH=${HEATMAPS_PATH:-sample_output/heatmaps}
 IMAGE_PREDICTIONS_PATH=${IMAGE_PREDICTIONS_PATH:-sample_output/image_predictions.csv}
 IMAGEHEATMAPS_PREDICTIONS_PATH=${IMAGEHEATMAPS_PREDICTIONS_PATH:-sample_output/imageheatmaps_predictions.csv}
-# The data quality check of stage 1's crops (docs/quality_checks.md): warns, never stops.
+# The data quality check of stage 1's crops (docs/qa.md): warns, never stops.
 QA_PATH=${QA_PATH:-$(dirname "$EXAM_LIST_PATH")/qa.csv}
 
 # Optional: calibration.json files of `bcc calibrate`, one per model: each adds *_calibrated

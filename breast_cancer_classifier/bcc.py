@@ -22,15 +22,15 @@ from .cli import (add_device_flags, add_overwrite_flag, add_precision_flag, add_
 
 # Tool command -> module of breast_cancer_classifier.commands (and script of src/utilities).
 TOOLS = {
-    "dicom": "dicom_to_exam_list",
-    "exam-list": "make_exam_list",
+    "dicom": "dicom",
+    "exam-list": "exam_list",
     "visualize": "visualize",
     "evaluate": "evaluate",
     "calibrate": "calibrate",
-    "download": "download_files",
-    "demo-weights": "make_demo_weights",
-    "export": "export_models",  # every network to ONNX / .pt2 / SavedModel, checked
-    "qa": "check_data",
+    "download": "download",
+    "demo-weights": "demo_weights",
+    "export": "export",  # every network to ONNX / .pt2 / SavedModel, checked
+    "qa": "qa",
     "finetune": "finetune",  # fine-tuning on labelled exams (tools/finetune)
 }
 

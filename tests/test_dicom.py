@@ -485,7 +485,7 @@ def test_same_key_same_names_other_key_other_names(identified_archive, tmp_path)
 
 
 def test_pseudonymize_flag_and_key_place(tmp_path):
-    from breast_cancer_classifier.commands.dicom_to_exam_list import build_parser
+    from breast_cancer_classifier.commands.dicom import build_parser
     from breast_cancer_classifier.core.errors import SettingsError
 
     args = build_parser().parse_args(["--dicom-folder", "d", "--output-data-folder", "o",

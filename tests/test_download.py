@@ -107,7 +107,7 @@ def test_git_blob_sha1_is_what_git_computes(tmp_path):
     assert download.git_blob_sha1(hello) == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
-def test_manifest_copy_lists_the_original_release(manifest):
+def test_make_exam_list_copy_lists_the_original_release(manifest):
     assert manifest.commit == "6176ebea6950b0a953339593d2da417ab846dae0"
     assert len(manifest.select(weights=True)) == 5
     assert len(manifest.select(weights=False, sample_data=True)) == 17

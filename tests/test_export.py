@@ -1,4 +1,4 @@
-"""bcc export (tools/export.py, tools/export_networks.py, commands/export_models.py).
+"""bcc export (tools/export.py, tools/export_networks.py, commands/export.py).
 
 One export of every network to ONNX and ``.pt2`` on the parity kit's weights and synth_a
 exam (classifier windows at 1/8 of their size, to keep the test short) is shared by the
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from breast_cancer_classifier.commands import export_models
+from breast_cancer_classifier.commands import export as export_command
 from breast_cancer_classifier.core.errors import SettingsError
 from breast_cancer_classifier.tools import export, export_networks as nets, tf_port
 from helpers import run_script
@@ -136,7 +136,7 @@ def test_tolerance_below_the_measured_difference_removes_that_export(exported, k
     assert measured > 0  # ONNX Runtime's kernels never sum as PyTorch's do
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as done:
-        export_models.main(["--output-dir", str(out), "--networks", "single_image",
+        export_command.main(["--output-dir", str(out), "--networks", "single_image",
                             "--formats", "onnx,pt2", *kit_args(weights, case),
                             "--classifier-tolerance", str(measured / 2)])
     assert done.value.code == 3
@@ -159,7 +159,7 @@ def test_checkpoint_of_the_wrong_kind_fails_before_any_file(kit, tmp_path, capsy
     wrong = weights / "image_split.p"
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as done:
-        export_models.main(["--output-dir", str(out), "--networks", networks, "--formats",
+        export_command.main(["--output-dir", str(out), "--networks", networks, "--formats",
                             "onnx", *kit_args(weights, case, **{flag: wrong})])
     assert done.value.code == 2
     err = capsys.readouterr().err
@@ -179,7 +179,7 @@ def test_existing_output_is_refused_without_overwrite(kit, tmp_path):
 def test_savedmodel_asked_for_without_the_tf_port_exits_2(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "breast_cancer_classifier.tools.tf_port", None)
     with pytest.raises(SystemExit) as done:
-        export_models.main(["--output-dir", str(tmp_path), "--networks", "patch",
+        export_command.main(["--output-dir", str(tmp_path), "--networks", "patch",
                             "--formats", "savedmodel"])
     assert done.value.code == 2
     err = capsys.readouterr().err

@@ -28,7 +28,7 @@ from .exam_list import iter_images, load_exam_list, save_exam_list
 from .failures import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL
 from .hashing import file_sha256
 from .plan import load_plan, make_plan, save_plan
-from .quality import check_run
+from .qa import check_run
 from .run_record import (RunRecord, command_line, exam_list_digest, library_versions,
                          worker_name)
 from .runtime import log, parallel_map, progress

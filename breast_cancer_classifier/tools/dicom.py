@@ -10,7 +10,7 @@
    :func:`mammogram_pixels`; each is written as a 16-bit PNG in its stored orientation.
 3. Exams. One exam per StudyInstanceUID (0020,000D); every image of a view goes into that
    view's list. ``horizontal_flip`` is decided from where the breast's pixel mass lies
-   (:mod:`breast_cancer_classifier.tools.manifest`).
+   (:mod:`breast_cancer_classifier.tools.make_exam_list`).
 
 A report CSV has one row per input file: kept, skipped (not a screening mammogram, with the
 reason) or failed (a screening mammogram by its header whose pixels could not be decoded, or
@@ -33,7 +33,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi
 
 from ..core import formats
 from ..core.errors import InputImageError, OutputExistsError, SettingsError
-from .manifest import (FAILED, KEPT, SKIPPED, add_note, assemble_exams, breast_facing,
+from .make_exam_list import (FAILED, KEPT, SKIPPED, add_note, assemble_exams, breast_facing,
                        check_outputs, default_report_path, finish, natural_key, orientation)
 from ..core.runtime import parallel_map
 from .pseudonyms import Pseudonyms
@@ -510,7 +510,7 @@ def dicom_to_exam_list(dicom_dir, output_data_dir, exam_list_path, *, num_proces
     Writes ``<output_data_dir>/<short_file_path>.png`` (16-bit), the exam list (pickle, or
     JSON for ``.json``) and the report CSV (default ``<exam list>.report.csv``). Existing
     outputs are refused unless ``overwrite``; the output folder is built aside and swapped
-    in whole. Returns a :class:`~breast_cancer_classifier.tools.manifest.ExamListResult` whose
+    in whole. Returns a :class:`~breast_cancer_classifier.tools.make_exam_list.ExamListResult` whose
     exit code is 0, or 3 when some mammograms failed; raises
     :class:`~breast_cancer_classifier.core.errors.PipelineError` (after writing the report) when
     no image could be kept.

@@ -1,4 +1,4 @@
-"""Check the data before the model runs (docs/quality_checks.md).
+"""Check the data before the model runs (docs/qa.md).
 
 Kept at the original's path; the same command is ``bcc qa``.
 """
@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from breast_cancer_classifier.commands.check_data import main  # noqa: E402
+from breast_cancer_classifier.commands.qa import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

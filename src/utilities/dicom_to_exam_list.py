@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from breast_cancer_classifier.commands.dicom_to_exam_list import main  # noqa: E402
+from breast_cancer_classifier.commands.dicom import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

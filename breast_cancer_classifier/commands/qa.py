@@ -1,5 +1,5 @@
 """Check one's own data before the model runs: bit depth, inversion, horizontal_flip, crop
-size, breast area, intensities, missing views (docs/quality_checks.md).
+size, breast area, intensities, missing views (docs/qa.md).
 
     python src/utilities/check_data.py --exam-list sample_data/exam_list_before_cropping.pkl \
         --data-folder sample_data/images --output qa.csv
@@ -14,7 +14,7 @@ Exit status: 0 checked (flags are warnings), 3 some images unreadable, 1 none re
 import argparse
 
 from breast_cancer_classifier.cli import add_overwrite_flag, positive_int, run_cli
-from breast_cancer_classifier.core.quality import check_files
+from breast_cancer_classifier.core.qa import check_files
 
 PROG = "check_data"
 

@@ -10,7 +10,7 @@ images failed, 1 nothing kept, 2 bad arguments, an unreadable manifest or existi
 import argparse
 
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
-from breast_cancer_classifier.tools.manifest import make_exam_list
+from breast_cancer_classifier.tools.make_exam_list import make_exam_list
 
 
 def build_parser():

@@ -1,4 +1,4 @@
-"""Exam lists from PNGs (breast_cancer_classifier.tools.manifest): manifests, file names, report."""
+"""Exam lists from PNGs (breast_cancer_classifier.tools.make_exam_list): manifests, file names, report."""
 
 import csv
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from breast_cancer_classifier.core import formats
-from breast_cancer_classifier.tools import manifest
+from breast_cancer_classifier.tools import make_exam_list as builder
 from breast_cancer_classifier.core.errors import ExamListError, OutputExistsError, PipelineError
 from breast_cancer_classifier.core.exam_list import load_exam_list
 from helpers import run_script
@@ -44,16 +44,16 @@ def read_report(path):
 
 # --------------------------------------------------------------------------- orientation
 def test_breast_facing_and_orientation():
-    assert manifest.breast_facing(facing("left")) == "right"
-    assert manifest.breast_facing(facing("right")) == "left"
-    assert manifest.breast_facing(np.zeros((4, 5), np.uint16)) == "unknown"
-    assert manifest.orientation("right", "L") == "expected"
-    assert manifest.orientation("right", "R") == "mirrored"
-    assert manifest.orientation("left", "R") == "expected"
-    assert manifest.orientation("unknown", "R") == "unknown"
-    assert manifest.exam_horizontal_flip(["mirrored"] * 4) == "YES"
-    assert manifest.exam_horizontal_flip(["mirrored"] * 3 + ["unknown"]) == "NO"
-    assert manifest.exam_horizontal_flip([]) == "NO"
+    assert builder.breast_facing(facing("left")) == "right"
+    assert builder.breast_facing(facing("right")) == "left"
+    assert builder.breast_facing(np.zeros((4, 5), np.uint16)) == "unknown"
+    assert builder.orientation("right", "L") == "expected"
+    assert builder.orientation("right", "R") == "mirrored"
+    assert builder.orientation("left", "R") == "expected"
+    assert builder.orientation("unknown", "R") == "unknown"
+    assert builder.exam_horizontal_flip(["mirrored"] * 4) == "YES"
+    assert builder.exam_horizontal_flip(["mirrored"] * 3 + ["unknown"]) == "NO"
+    assert builder.exam_horizontal_flip([]) == "NO"
 
 
 # --------------------------------------------------------------------------- file names
@@ -73,7 +73,7 @@ def png_folder(tmp_path):
 
 
 def test_exam_list_from_file_names(png_folder, tmp_path):
-    result = manifest.make_exam_list(png_folder, tmp_path / "exams.pkl")
+    result = builder.make_exam_list(png_folder, tmp_path / "exams.pkl")
     assert result.exit_code == 3  # the broken PNG
     exams = load_exam_list(tmp_path / "exams.pkl")
     assert exams == result.exam_list
@@ -101,27 +101,27 @@ def test_exam_list_from_file_names(png_folder, tmp_path):
 
 
 def test_horizontal_flip_flag_overrides_auto(png_folder, tmp_path):
-    result = manifest.make_exam_list(png_folder, tmp_path / "exams.json", horizontal_flip="NO")
+    result = builder.make_exam_list(png_folder, tmp_path / "exams.json", horizontal_flip="NO")
     assert [e["horizontal_flip"] for e in result.exam_list] == ["NO", "NO", "NO"]
     rows = {r["path"]: r for r in result.rows}
     assert "breast faces the other way" in rows["2_L_CC.png"]["reason"]
 
 
 def test_existing_outputs_are_refused(png_folder, tmp_path):
-    manifest.make_exam_list(png_folder, tmp_path / "exams.pkl")
+    builder.make_exam_list(png_folder, tmp_path / "exams.pkl")
     with pytest.raises(OutputExistsError, match="--overwrite"):
-        manifest.make_exam_list(png_folder, tmp_path / "exams.pkl")
+        builder.make_exam_list(png_folder, tmp_path / "exams.pkl")
     with pytest.raises(OutputExistsError, match="--overwrite"):  # the report exists too
-        manifest.make_exam_list(png_folder, tmp_path / "other.pkl",
+        builder.make_exam_list(png_folder, tmp_path / "other.pkl",
                                 report_path=tmp_path / "exams.pkl.report.csv")
-    manifest.make_exam_list(png_folder, tmp_path / "exams.pkl", overwrite=True)
+    builder.make_exam_list(png_folder, tmp_path / "exams.pkl", overwrite=True)
 
 
 def test_nothing_usable_raises(tmp_path):
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.txt").write_text("x")
     with pytest.raises(PipelineError, match="no usable image"):
-        manifest.make_exam_list(tmp_path / "images", tmp_path / "exams.pkl")
+        builder.make_exam_list(tmp_path / "images", tmp_path / "exams.pkl")
     assert not (tmp_path / "exams.pkl").exists()
     assert read_report(tmp_path / "exams.pkl.report.csv")["a.txt"]["status"] == "skipped"
 
@@ -164,7 +164,7 @@ def labelled(tmp_path):
 
 def test_exam_list_from_manifest_with_labels(labelled, tmp_path):
     folder, manifest_path = labelled
-    result = manifest.make_exam_list(folder, tmp_path / "exams.pkl",
+    result = builder.make_exam_list(folder, tmp_path / "exams.pkl",
                                      manifest_path=manifest_path, num_processes=2)
     assert result.exit_code == 3  # missing.png
     assert load_exam_list(tmp_path / "exams.pkl") == [
@@ -193,31 +193,31 @@ def test_exam_list_from_manifest_with_labels(labelled, tmp_path):
     assert "breast faces the other way" in rows[4]["reason"]
 
 
-def test_manifest_column_errors(tmp_path):
+def test_make_exam_list_column_errors(tmp_path):
     (tmp_path / "images").mkdir()
     bad = write_manifest(tmp_path / "m.csv", ["exam_id", "file", "side"], [["A", "x", "L"]])
     with pytest.raises(ExamListError, match="missing view"):
-        manifest.make_exam_list(tmp_path / "images", tmp_path / "e.pkl", manifest_path=bad)
+        builder.make_exam_list(tmp_path / "images", tmp_path / "e.pkl", manifest_path=bad)
     typo = write_manifest(tmp_path / "m.csv", ["exam_id", "file", "side", "view",
                                                "left_malignent"], [["A", "x", "L", "CC", "1"]])
     with pytest.raises(ExamListError, match="unknown left_malignent"):
-        manifest.make_exam_list(tmp_path / "images", tmp_path / "e.pkl", manifest_path=typo)
+        builder.make_exam_list(tmp_path / "images", tmp_path / "e.pkl", manifest_path=typo)
 
 
-def test_manifest_without_labels_and_missing_label_value(tmp_path):
+def test_make_exam_list_without_labels_and_missing_label_value(tmp_path):
     folder = tmp_path / "images"
     folder.mkdir()
     formats.write_png(folder / "x.png", facing("right"))
     formats.write_png(folder / "y.png", facing("right"))
     plain = write_manifest(tmp_path / "m.csv", ["exam_id", "file", "side", "view"],
                            [["1", "x.png", "L", "CC"]])
-    result = manifest.make_exam_list(folder, tmp_path / "e.json", manifest_path=plain)
+    result = builder.make_exam_list(folder, tmp_path / "e.json", manifest_path=plain)
     assert result.exam_list == [{"horizontal_flip": "YES", "L-CC": ["x"], "R-CC": [],
                                  "L-MLO": [], "R-MLO": []}]
     partial = write_manifest(tmp_path / "m2.csv",
                              ["exam_id", "file", "side", "view", "right_malignant"],
                              [["1", "x.png", "L", "CC", "1"], ["2", "y.png", "L", "CC", ""]])
-    result = manifest.make_exam_list(folder, tmp_path / "e2.json", manifest_path=partial)
+    result = builder.make_exam_list(folder, tmp_path / "e2.json", manifest_path=partial)
     assert result.exam_list[0]["cancer_label"] == {"right_malignant": 1}
     assert result.rows[1]["reason"] == "exam 2: no value for label right_malignant"
 

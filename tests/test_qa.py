@@ -1,4 +1,4 @@
-"""The data quality check (core.quality, ``bcc qa``): one generated fault per check is
+"""The data quality check (core.qa, ``bcc qa``): one generated fault per check is
 flagged, the kit's real images and the sample exams are not, raw and cropped lists give the
 same rows, and the hook of ``bcc run`` writes its CSV and warns without raising."""
 
@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from breast_cancer_classifier.commands import check_data
-from breast_cancer_classifier.core import formats, quality
+from breast_cancer_classifier.commands import qa as qa_command
+from breast_cancer_classifier.core import formats, qa
 from breast_cancer_classifier.core.exam_list import load_exam_list, save_exam_list
 from breast_cancer_classifier.core.stages.cropping import crop_exam_list
 from breast_cancer_classifier.core.views import VIEWS
@@ -65,7 +65,7 @@ def _by_image(rows):
 
 def test_each_fault_is_flagged_and_the_healthy_exam_is_not(data):
     root, exams = data
-    rows = _by_image(quality.check_exam_list(exams, root / "images", num_processes=2))
+    rows = _by_image(qa.check_exam_list(exams, root / "images", num_processes=2))
     for name, (_, _, _, check) in _faults().items():
         assert check in rows[name]["flags"].split(";"), (name, rows[name]["flags"])
         assert rows[name][check] == 1
@@ -85,38 +85,38 @@ def test_dim_tissue_is_outside_the_intensity_range():
     image = make_phantom(0, "L-CC").image
     dim = image // 5
     dim[image == image.max()] = 65535
-    assert quality.fired(quality.measure(image, "L-CC", 0)) == []
-    measures = quality.measure(dim, "L-CC", 0)
-    assert measures["tissue_median"] < quality.TISSUE_MEDIAN_RANGE[0]
-    assert quality.fired(measures) == ["intensity"]
+    assert qa.fired(qa.measure(image, "L-CC", 0)) == []
+    measures = qa.measure(dim, "L-CC", 0)
+    assert measures["tissue_median"] < qa.TISSUE_MEDIAN_RANGE[0]
+    assert qa.fired(measures) == ["intensity"]
 
 
 def test_cropped_list_gives_the_rows_of_the_raw_list(data, tmp_path):
     root, exams = data
     cropped = crop_exam_list(exams, root / "images", tmp_path, num_processes=2)
-    raw = quality.check_exam_list(exams, root / "images", num_processes=2)
-    assert quality.check_exam_list(cropped, tmp_path, num_processes=2) == raw
+    raw = qa.check_exam_list(exams, root / "images", num_processes=2)
+    assert qa.check_exam_list(cropped, tmp_path, num_processes=2) == raw
 
 
 def test_command_writes_the_csv_and_a_summary(data, tmp_path, capsys):
     root, _ = data
     out = tmp_path / "qa.csv"
     with pytest.raises(SystemExit) as exit_info:
-        check_data.main(["--exam-list", str(root / "exams.pkl"), "--data-folder",
+        qa_command.main(["--exam-list", str(root / "exams.pkl"), "--data-folder",
                          str(root / "images"), "--output", str(out)])
     assert exit_info.value.code == 0  # flags are warnings, not failures
     with open(out, newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert tuple(reader.fieldnames) == quality.COLUMNS
-    assert {"image", "flags", *quality.CHECK_NAMES} <= set(reader.fieldnames)
+    assert tuple(reader.fieldnames) == qa.COLUMNS
+    assert {"image", "flags", *qa.CHECK_NAMES} <= set(reader.fieldnames)
     assert rows[0]["image"] == "ok_L-CC" and rows[0]["flags"] == "extra_images"
     assert len(rows) == 13 and sum(r["flags"] != "" for r in rows) == 10
     err = capsys.readouterr().err
     assert "quality check: 12 image(s) in 3 exam(s); 10 row(s) flagged" in err
     assert "quality check: inverted: 1: inverted" in err
     with pytest.raises(SystemExit) as exit_info:  # an existing output needs --overwrite
-        check_data.main(["--exam-list", str(root / "exams.pkl"), "--data-folder",
+        qa_command.main(["--exam-list", str(root / "exams.pkl"), "--data-folder",
                          str(root / "images"), "--output", str(out)])
     assert exit_info.value.code == 2
 
@@ -125,15 +125,15 @@ def test_unreadable_image_exits_3(data, tmp_path):
     root, exams = data
     broken = [dict(exams[1], **{"R-CC": ["missing_file"]})]
     save_exam_list(broken, tmp_path / "e.pkl")
-    status = quality.check_files(tmp_path / "e.pkl", root / "images", tmp_path / "qa.csv")
+    status = qa.check_files(tmp_path / "e.pkl", root / "images", tmp_path / "qa.csv")
     assert status == 3
-    row = _by_image(quality.check_exam_list(broken, root / "images"))["missing_file"]
+    row = _by_image(qa.check_exam_list(broken, root / "images"))["missing_file"]
     assert row["flags"] == "unreadable" and "image file not found" in row["note"]
 
 
 def test_no_false_alarm_on_the_kit_real_images():
     case = parity_case("real_cc")
-    rows = quality.check_exam_list(load_exam_list(case / "exam_list.pkl"), case / "images",
+    rows = qa.check_exam_list(load_exam_list(case / "exam_list.pkl"), case / "images",
                                    num_processes=2)
     images = [r for r in rows if r["image"]]
     assert len(images) == 4 and all(r["flags"] == "" for r in images)
@@ -144,7 +144,7 @@ def test_no_false_alarm_on_the_kit_real_images():
 
 def test_no_false_alarm_on_the_sample_exams():
     exams = load_exam_list(REPO / "sample_data" / "exam_list_before_cropping.pkl")
-    rows = quality.check_exam_list(exams, REPO / "sample_data" / "images", num_processes=2)
+    rows = qa.check_exam_list(exams, REPO / "sample_data" / "images", num_processes=2)
     assert len(rows) == 16 and all(r["flags"] == "" for r in rows)
 
 
@@ -153,9 +153,9 @@ def test_run_hook_writes_the_csv_and_never_raises(data, tmp_path, caplog):
     cropped = crop_exam_list(exams[1:2], root / "images", tmp_path / "crops")
     save_exam_list(cropped, tmp_path / "crops" / "list.pkl")
     with caplog.at_level(logging.WARNING, logger="breast_cancer_classifier"):
-        rows = quality.check_run(tmp_path / "crops" / "list.pkl", tmp_path / "crops",
+        rows = qa.check_run(tmp_path / "crops" / "list.pkl", tmp_path / "crops",
                                  tmp_path / "qa.csv")
     assert (tmp_path / "qa.csv").read_text().count("\n") == len(rows) + 1 == 5
     assert "quality check: eight_bit: 1: eight_bit" in caplog.text
-    assert quality.check_run(tmp_path / "nothing.pkl", tmp_path, tmp_path / "x.csv") is None
+    assert qa.check_run(tmp_path / "nothing.pkl", tmp_path, tmp_path / "x.csv") is None
     assert "quality check could not run" in caplog.text and not (tmp_path / "x.csv").exists()

@@ -3,12 +3,12 @@
 Every measure is taken on stage 1's crop (the pixels the model sees) and its metadata, so
 the check gives the same figures on raw images (cropped here, in memory) and on stage 1's
 output. Each check is a small pure function of those measures with a name; the CSV has one
-0/1 column per check and ``flags``, the names that fired. docs/quality_checks.md says, for
+0/1 column per check and ``flags``, the names that fired. docs/qa.md says, for
 each check, why it matters and what to do. The check warns; it never blocks a run.
 
 Reference ranges come from the parity kit's real mammograms (real_cc: four CC views, 16-bit
 PNGs of 12-bit data rescaled as the seed README says, v * 65535 / 4095) and are wide on
-purpose (a factor 2 around what those images show); docs/quality_checks.md gives the values.
+purpose (a factor 2 around what those images show); docs/qa.md gives the values.
 """
 
 from dataclasses import dataclass
@@ -194,7 +194,7 @@ def summarize(rows, limit=10):
         more = f" and {len(hits) - limit} more" if len(hits) > limit else ""
         log.warning("quality check: %s: %d: %s%s", name, len(hits), shown, more)
     if flagged:
-        log.warning("quality check: see docs/quality_checks.md for what each check means "
+        log.warning("quality check: see docs/qa.md for what each check means "
                     "and what to do")
 
 
