@@ -319,8 +319,9 @@ class Orthanc:
     node as modality ``bcc`` (``BCC`` at 127.0.0.1:``bcc_port``). Only that modality may
     C-STORE into it, from 127.0.0.1."""
 
-    def __init__(self, folder, bcc_port):
+    def __init__(self, folder, bcc_port, **settings):
         self.folder = Path(folder)
+        self.settings = settings  # more (or other) configuration entries
         self.http_port, self.dicom_port, self.bcc_port = free_port(), free_port(), bcc_port
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.destination = Destination("ORTHANC", "127.0.0.1", self.dicom_port)
@@ -335,7 +336,7 @@ class Orthanc:
             "DicomModalities": {"bcc": ["BCC", "127.0.0.1", self.bcc_port]},
             "DicomAlwaysAllowStore": False, "DicomAlwaysAllowEcho": False,
             "DicomCheckModalityHost": True, "DicomScuTimeout": 30, "SaveJobs": False,
-            "StableAge": 3600, "HttpTimeout": 120}
+            "StableAge": 3600, "HttpTimeout": 120, **self.settings}
 
     def start(self, timeout=30):
         self.folder.mkdir(parents=True, exist_ok=True)

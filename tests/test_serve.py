@@ -295,10 +295,9 @@ def test_a_study_sent_again_after_its_results_is_not_run_again(tmp_path, dest, s
 
 
 # --------------------------------------------------------------------------- restarts
-def test_restart_sends_the_results_folder_in_place_without_processing_again(tmp_path,
-                                                                             services):
-    """Killed after the results folder was renamed in, before it was registered."""
-    dest = RecordingSCP()
+def results_written_then_stopped(tmp_path, services, dest):
+    """One study through a service whose destination ``dest`` is down: stopped once its
+    results are written and registered. Returns ``(work folder, study, study id)``."""
     work = tmp_path / "work"
     first = services(quick_config(work, dest.destination))
     study = write_study(tmp_path / "in", 1)
@@ -306,6 +305,14 @@ def test_restart_sends_the_results_folder_in_place_without_processing_again(tmp_
     sid = study_hash(study["study_uid"])
     wait_for(lambda: first.state.study(sid)["results_at"], 30, what="results")
     first.stop()
+    return work, study, sid
+
+
+def test_restart_sends_the_results_folder_in_place_without_processing_again(tmp_path,
+                                                                             services):
+    """Killed after the results folder was renamed in, before it was registered."""
+    dest = RecordingSCP()
+    work, study, sid = results_written_then_stopped(tmp_path, services, dest)
     sop_uid = pydicom.dcmread(work / "results" / sid / "result.dcm").SOPInstanceUID
     with sqlite3.connect(work / "state.sqlite3") as db:  # as if killed before the commit
         db.execute("DELETE FROM results")
@@ -360,13 +367,7 @@ def test_accepted_but_not_committed_is_sent_again_with_the_same_uid(tmp_path, se
     """The one window of a second send: the destination stored the object, the service
     died before committing that; the restart sends the same object (same UID)."""
     dest = RecordingSCP()
-    work = tmp_path / "work"
-    first = services(quick_config(work, dest.destination))
-    study = write_study(tmp_path / "in", 1)
-    send_files(study["files"], first.port)
-    sid = study_hash(study["study_uid"])
-    wait_for(lambda: first.state.study(sid)["results_at"], 30, what="results")
-    first.stop()
+    work, study, sid = results_written_then_stopped(tmp_path, services, dest)
     dest.start()
     try:
         result = work / "results" / sid / "result.dcm"

@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pydicom
 
 from breast_cancer_classifier.tools.serve.service import Service
-from serve_support import (RESULT_DESCRIPTION, ServeProcess, SyntheticProcessor, metric,
-                           orthanc, quick_config, wait_for, write_study)  # noqa: F401 (fixture)
+from serve_support import (ORTHANC, REPO, RESULT_DESCRIPTION, Orthanc, ServeProcess,
+                           SyntheticProcessor, free_port, metric, orthanc, quick_config,
+                           require_binary, wait_for, write_study)  # noqa: F401 (fixture)
 
 STUDIES = 20
 
@@ -105,3 +106,45 @@ def test_sigkill_mid_queue_and_restart_still_one_result_set_per_study(orthanc, t
         for value in (study["study_uid"], study["patient_id"], study["patient_name"],
                       ds.SOPInstanceUID, ds.AccessionNumber):
             assert value not in log, f"{value!r} is in the log"
+
+
+def lua_script_of_the_docs():
+    text = (REPO / "docs" / "serve.md").read_text()
+    start = text.index("```lua\n") + len("```lua\n")
+    return "\n".join(line[3:] for line in text[start:text.index("```", start)].splitlines())
+
+
+def stable_events(orthanc, study_id):
+    changes = orthanc.request("GET", "/changes?limit=1000")["Changes"]
+    return sum(1 for c in changes if c["ChangeType"] == "StableStudy" and c["ID"] == study_id)
+
+
+def test_orthanc_routes_stable_studies_with_the_lua_script_of_the_docs(tmp_path):
+    """docs/serve.md's OnStableStudy script: a stable MG study goes to BCC once; the study,
+    unstable again when the results arrive, is not sent back."""
+    require_binary(ORTHANC, "orthanc")
+    (tmp_path / "bcc.lua").write_text(lua_script_of_the_docs())
+    routed = Orthanc(tmp_path / "orthanc", free_port(), StableAge=1,
+                     LuaScripts=[str(tmp_path / "bcc.lua")]).start()
+    processor = SyntheticProcessor()
+    service = Service(quick_config(tmp_path / "work", routed.destination,
+                                   port=routed.bcc_port, allow_callers=("ORTHANC",)),
+                      processor).start()
+    try:
+        study = write_study(tmp_path / "in", 1)
+        study_id = routed.upload_study(study)
+        wait_for(lambda: routed.results_per_study([study_id])[study_id], 60, 0.2,
+                 "the result routed back")
+        # The results make the study unstable; once stable again the script must not
+        # send it back to BCC.
+        wait_for(lambda: stable_events(routed, study_id) >= 2, 30, 0.2, "a second "
+                 "StableStudy event")
+        time.sleep(1.0)
+        repeated = service.metrics.text().decode()
+        results = routed.results_per_study([study_id])
+    finally:
+        service.stop()
+        routed.stop()
+    assert results == {study_id: [RESULT_DESCRIPTION]}
+    assert len(processor.calls) == 1
+    assert metric(repeated, "bcc_serve_repeated_instances_total") == 0

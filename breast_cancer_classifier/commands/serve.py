@@ -23,20 +23,6 @@ PROG = "bcc serve"
 MODELS = ("patch", "image", "imageheatmaps")
 
 
-def _seconds(text):
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _port(text):
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number 0-65535, got {text}")
-    return value
-
-
 def build_parser():
     from breast_cancer_classifier.core.engine import EngineSettings
 
@@ -47,7 +33,7 @@ def build_parser():
     node.add_argument("--ae-title", default="BCC", help="our AE title (default BCC)")
     node.add_argument("--host", default="127.0.0.1",
                       help="address to listen on (default 127.0.0.1: this machine only)")
-    node.add_argument("--port", type=_port, default=11112, help="DICOM port (default 11112)")
+    node.add_argument("--port", type=int, default=11112, help="DICOM port (default 11112)")
     node.add_argument("--destination", metavar="AE@HOST:PORT",
                       help="where the result objects go (C-STORE), e.g. PACS@10.0.0.5:104")
     node.add_argument("--work-dir", required=True, type=_path,
@@ -55,16 +41,16 @@ def build_parser():
     node.add_argument("--allow-caller", action="append", default=[], metavar="AE",
                       help="accept associations only from this calling AE title (repeat "
                       "for several; default: any caller)")
-    node.add_argument("--study-quiet-seconds", type=_seconds, default=30.0,
+    node.add_argument("--study-quiet-seconds", type=float, default=30.0,
                       help="a study with its four views is complete once nothing has "
                       "arrived for it for this long (default 30)")
-    node.add_argument("--study-timeout-seconds", type=_seconds, default=3600.0,
+    node.add_argument("--study-timeout-seconds", type=float, default=3600.0,
                       help="a study still missing a view this long after its first instance "
                       "fails, and a failure report is sent (default 3600)")
     node.add_argument("--max-queue", type=positive_int, default=50,
                       help="studies received, complete or running at once; an instance of "
                       "one more is refused with 0xA700, out of resources (default 50)")
-    node.add_argument("--http-port", type=_port,
+    node.add_argument("--http-port", type=int,
                       help="serve /healthz and /metrics (Prometheus) on 127.0.0.1:PORT "
                       "(default: off)")
     tls = parser.add_argument_group("TLS", "DICOM over TLS (PS3.15 B.1) on --port")

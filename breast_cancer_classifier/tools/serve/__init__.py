@@ -9,6 +9,7 @@ One module per job:
 * :mod:`.state`: the SQLite database of studies, instances and result objects;
 * :mod:`.intake`: the DICOM listener (C-ECHO, C-STORE of mammograms, refusals);
 * :mod:`.processor`: the seam between the service and the analysis (``Processor``);
+* :mod:`.loop`: the shape of the two threads below (turns until stopped);
 * :mod:`.worker`: the one thread that decides completeness and runs the processor;
 * :mod:`.sender`: the thread that C-STOREs result objects to the destination, with retries;
 * :mod:`.metrics`: Prometheus metrics and ``/healthz``;

@@ -87,6 +87,9 @@ class ServeConfig:
                 f"--study-quiet-seconds {self.study_quiet_seconds:g}")
         if self.study_quiet_seconds < 0:
             raise SettingsError("--study-quiet-seconds must be 0 or more")
+        for flag, port in (("--port", self.port), ("--http-port", self.http_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise SettingsError(f"{flag} {port}: a port is 0-65535 (0: any free port)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise SettingsError("--tls-cert and --tls-key go together (the server's "
                                 "certificate and its private key)")

@@ -27,7 +27,7 @@ from ...core.views import VIEWS
 from ..dicom import IDENTIFYING, breast_side, mammogram_view, skip_reason
 from .durable import write_durable
 from .naming import instance_file_name, scrub, study_hash
-from .state import TERMINAL_STATES
+from .state import RUNNING, TERMINAL_STATES
 
 log = logging.getLogger("breast_cancer_classifier.serve")
 
@@ -146,11 +146,7 @@ class Intake:
         study_id = study_hash(study_uid)
         study = self.state.study(study_id)
         if study is not None and study["state"] in TERMINAL_STATES:
-            log.info("serve: study %s arrived again after its results went out (state %s): "
-                     "acknowledged, not run again (bcc serve --reprocess %s forgets it)",
-                     study_id, study["state"], study_id)
-            self.metrics.repeated()
-            return SUCCESS
+            return self._repeated(study_id, study["state"])
         if self.state.has_instance(sop_uid):
             return SUCCESS  # a PACS retrying: the first copy is stored and recorded
         if study is None and self.state.queue_length() >= self.config.max_queue:
@@ -165,16 +161,28 @@ class Intake:
                         path=path.relative_to(self.config.work_dir).as_posix())
         outcome = self.state.add_instance(study_uid, study_id, instance,
                                           self.config.max_queue)
-        if outcome == "full":  # another association's new study took the last place
+        if outcome in ("full", "finished"):  # changed since the checks above
             path.unlink(missing_ok=True)
-            return self._queue_full(study_id)
+            if outcome == "finished":
+                return self._repeated(study_id, self.state.study(study_id)["state"])
+            return self._queue_full(study_id)  # another study took the last place
         if outcome == "added":
             self.metrics.instance_received()
             if study is None:
                 log.info("serve: study %s: first instance received", study_id)
+            elif study["state"] == RUNNING:
+                log.warning("serve: study %s: an instance arrived while the study was being "
+                            "analysed; it is stored but not part of this analysis", study_id)
             if not record["used"]:
                 log.info("serve: study %s: an instance is left out: %s", study_id,
                          scrub(record["reason"], [str(ds.get(k) or "") for k in IDENTIFYING]))
+        return SUCCESS
+
+    def _repeated(self, study_id, state):
+        log.info("serve: study %s arrived again after its results went out (state %s): "
+                 "acknowledged, not run again (bcc serve --reprocess %s forgets it)",
+                 study_id, state, study_id)
+        self.metrics.repeated()
         return SUCCESS
 
     def _queue_full(self, study_id):

@@ -16,55 +16,43 @@ then the same file, with the same SOPInstanceUID, which a PACS stores once.
 """
 
 import logging
-import threading
 
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
+
+from .loop import Loop
 
 log = logging.getLogger("breast_cancer_classifier.serve")
 
 ACCEPTED_STATUSES = (0x0000, 0xB000, 0xB006, 0xB007)  # success, and the storage warnings
 
 
-class Sender(threading.Thread):
+class Sender(Loop):
     """Sends pending result objects; ``wake()`` after new results, ``stop()`` to end."""
 
     def __init__(self, config, state, on_finished):
-        super().__init__(name="bcc-serve-sender", daemon=True)
+        super().__init__("bcc-serve-sender", config.poll_seconds * 4)
         self.config = config
         self.state = state
         self.on_finished = on_finished  # called with the study id once all are accepted
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self.failures = 0  # consecutive failed attempts (for the backoff)
 
-    def wake(self):
-        self._wake.set()
-
-    def stop(self):
-        self._stopping.set()
-        self._wake.set()
-
-    def run(self):
-        while not self._stopping.is_set():
-            self._wake.clear()
-            pending = self.state.studies_to_send()
-            for study_id in pending:
-                if self._stopping.is_set():
-                    return
-                try:
-                    sent = self.send_study(study_id)
-                except Exception:  # a bug or a broken file: log it, retry later
-                    log.exception("serve: study %s: sending failed", study_id)
-                    sent = False
-                if not sent:
-                    self._back_off()
-                    break
-            else:
-                self.failures = 0
-                if not pending:
-                    self._wake.wait(self.config.poll_seconds * 4)
+    def turn(self):
+        """Send every study with pending objects; after a failure, wait (backoff)."""
+        pending = self.state.studies_to_send()
+        for study_id in pending:
+            if self.stopping:
+                break
+            try:
+                sent = self.send_study(study_id)
+            except Exception:  # a bug or a broken file: log it, retry later
+                log.exception("serve: study %s: sending failed", study_id)
+                sent = False
+            if not sent:
+                self._back_off()
+                break
+        return bool(pending)
 
     def retry_delay(self):
         """Seconds to wait after ``failures`` failed attempts in a row."""
@@ -75,7 +63,7 @@ class Sender(threading.Thread):
         self.failures += 1
         delay = self.retry_delay()
         log.info("serve: next try to send in %.1f s", delay)
-        self._stopping.wait(delay)
+        self.pause(delay)
 
     def send_study(self, study_id):
         """Send a study's pending objects; True when all of them are now accepted."""

@@ -6,6 +6,7 @@ Work folder layout::
     serve.lock           held while a service runs on the folder (one service per folder)
     incoming/<study>/    received instances, one file each, until the study is finished
     results/<study>/     result objects, renamed into place whole, until all are accepted
+                         (a failure report: results/<study>.failure/)
     scratch/<study>/     the processor's temporary files, removed after each study
 
 A start on an existing folder first recovers: studies left ``running`` without results go
@@ -27,8 +28,8 @@ from .durable import make_dirs_durable, remove_tree
 from .intake import INCOMING, Intake
 from .metrics import Metrics, start_http_server
 from .sender import Sender
-from .state import QUEUED_STATES, StateDB
-from .worker import RESULTS, SCRATCH, Worker
+from .state import FAILURE, QUEUED_STATES, RESULT, StateDB
+from .worker import RESULTS, SCRATCH, Worker, results_folder_name
 
 log = logging.getLogger("breast_cancer_classifier.serve")
 LOCK_NAME = "serve.lock"
@@ -183,8 +184,7 @@ class Service:
                 remove_tree(folder)
 
     def _remove_files(self, study_id):
-        for part in (INCOMING, RESULTS, SCRATCH):
-            remove_tree(self.config.work_dir / part / study_id)
+        remove_study_files(self.config.work_dir, study_id)
 
     def _announce(self, tls):
         config = self.config
@@ -217,9 +217,16 @@ def reprocess(work_dir, study_id):
         state.forget(study_id)
     finally:
         state.close()
-    for part in (INCOMING, RESULTS, SCRATCH):
-        remove_tree(work_dir / part / study_id)
+    remove_study_files(work_dir, study_id)
     log.info("serve: study %s (%s) forgotten; send it again from the PACS and it is analysed "
              "again", study_id, row["state"])
     return 0
 
+
+
+def remove_study_files(work_dir, study_id):
+    """Remove a study's received instances, result objects and scratch files."""
+    for folder in (INCOMING + "/" + study_id, SCRATCH + "/" + study_id,
+                   RESULTS + "/" + results_folder_name(study_id, RESULT),
+                   RESULTS + "/" + results_folder_name(study_id, FAILURE)):
+        remove_tree(Path(work_dir) / folder)

@@ -189,15 +189,19 @@ class StateDB:
 
     # ------------------------------------------------------------------ writing
     def add_instance(self, study_uid, study_id, instance, max_queue):
-        """Record a stored instance; returns ``"added"``, ``"duplicate"`` or ``"full"``.
+        """Record a stored instance; returns ``"added"``, ``"duplicate"``, ``"full"`` or
+        ``"finished"``.
 
         ``instance``: dict with ``sop_uid``, ``path``, ``sop_class``, ``view``, ``used``,
         ``reason``. A new study is refused (``"full"``) when ``max_queue`` studies are
-        already received, complete or running; the instance is then not recorded.
+        already received, complete or running; an instance of a study already sent or
+        failed is not recorded either (``"finished"``).
         """
         now = self.clock()
         with self.transaction() as db:
             study = db.execute("SELECT state FROM studies WHERE id=?", (study_id,)).fetchone()
+            if study is not None and study["state"] in TERMINAL_STATES:
+                return "finished"
             if study is None:
                 marks = ", ".join("?" * len(QUEUED_STATES))
                 queued = db.execute(f"SELECT COUNT(*) FROM studies WHERE state IN ({marks})",

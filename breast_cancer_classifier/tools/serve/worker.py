@@ -8,14 +8,14 @@ Each turn it
 3. takes the complete study that became complete first, and processes it.
 
 Results are written into a staging folder, fsynced, and renamed to
-``results/<study id>/``; only then are they registered for sending. A results folder found
+``results/<study id>/`` (a failure report to ``results/<study id>.failure/``); only then are
+they registered for sending. A results folder found
 in place (the service was killed after the rename) is registered as it is, never written
 again, so a restart sends the same objects with the same SOPInstanceUIDs.
 """
 
 import logging
 import shutil
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -25,6 +25,7 @@ import pydicom
 from ...core import formats
 from ...core.errors import PipelineError
 from .durable import fsync_dir, fsync_tree, make_dirs_durable
+from .loop import Loop
 from .naming import scrub
 from ..dicom import IDENTIFYING
 from .processor import SourceImage, Study
@@ -33,6 +34,11 @@ from .state import FAILURE, RESULT
 log = logging.getLogger("breast_cancer_classifier.serve")
 
 RESULTS, SCRATCH = "results", "scratch"
+
+
+def results_folder_name(study_id, kind):
+    """``<study id>`` for the results, ``<study id>.failure`` for a failure report."""
+    return study_id if kind == RESULT else f"{study_id}.{kind}"
 
 
 def result_objects(folder, work_dir):
@@ -54,38 +60,17 @@ def result_objects(folder, work_dir):
     return objects
 
 
-class Worker(threading.Thread):
+class Worker(Loop):
     """Completeness, processing and failure reports; ``wake()`` prompts a turn, ``stop()``
     ends the thread after the current study."""
 
     def __init__(self, config, state, processor, metrics, on_results):
-        super().__init__(name="bcc-serve-worker", daemon=True)
+        super().__init__("bcc-serve-worker", config.poll_seconds)
         self.config = config
         self.state = state
         self.processor = processor
         self.metrics = metrics
         self.on_results = on_results  # called once a study's objects are registered
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self.busy_since = None
-
-    def wake(self):
-        self._wake.set()
-
-    def stop(self):
-        self._stopping.set()
-        self._wake.set()
-
-    def run(self):
-        while not self._stopping.is_set():
-            try:
-                worked = self.turn()
-            except Exception:  # a bug must not end the thread silently
-                log.exception("serve: the worker failed; it goes on with the next turn")
-                worked = False
-            if not worked:
-                self._wake.wait(self.config.poll_seconds)
-                self._wake.clear()
 
     def turn(self):
         """One step; True when it did something (then the next turn comes at once)."""
@@ -97,11 +82,11 @@ class Worker(threading.Thread):
         for study_id, reason in failed:
             log.warning("serve: study %s failed: %s", study_id, reason)
         for study_id in self.state.failed_without_report():
-            if self._stopping.is_set():
+            if self.stopping:
                 return True
             self.write_failure_report(study_id)
         study_id = self.state.next_complete()
-        if study_id is None or self._stopping.is_set():
+        if study_id is None or self.stopping:
             return bool(completed or failed)
         if self.state.claim(study_id):
             self.process(study_id)
@@ -120,17 +105,15 @@ class Worker(threading.Thread):
 
     def process(self, study_id):
         """Run the processor on a claimed study and register its results, or fail it."""
-        self.busy_since = time.monotonic()
         study = self.study(study_id)
         try:
             started = time.monotonic()
-            reused = self._write_results(study, lambda out: self.processor.process(study, out))
+            reused = self._write_results(study, RESULT, lambda out: self.processor.process(
+                study, out))
             if not reused:
                 log.info("serve: study %s analysed in %.1f s", study_id,
                          time.monotonic() - started)
-            self.state.record_results(study_id, result_objects(self.results_dir(study_id),
-                                                               self.config.work_dir), RESULT)
-            self.on_results(study_id)
+            self._register(study_id, RESULT)
         except Exception as err:  # the processor's failure policy: any error fails the study
             reason = self._reason(study, err)
             log.warning("serve: study %s failed: %s", study_id, reason)
@@ -142,19 +125,15 @@ class Worker(threading.Thread):
             self.write_failure_report(study_id)
         finally:
             shutil.rmtree(study.scratch_dir, ignore_errors=True)
-            self.busy_since = None
 
     def write_failure_report(self, study_id):
         """The failure objects of a failed study, registered for sending. When even they
         cannot be written, the study is finished without them (and says so)."""
         study, reason = self.study(study_id), self.state.study(study_id)["reason"]
         try:
-            shutil.rmtree(self.results_dir(study_id), ignore_errors=True)  # any partial result
-            self._write_results(study, lambda out: self.processor.failure_objects(
-                study, reason, out), reuse=False)
-            self.state.record_results(study_id, result_objects(self.results_dir(study_id),
-                                                               self.config.work_dir), FAILURE)
-            self.on_results(study_id)
+            self._write_results(study, FAILURE, lambda out: self.processor.failure_objects(
+                study, reason, out))
+            self._register(study_id, FAILURE)
         except Exception as err:
             why = self._reason(study, err)
             log.error("serve: study %s: no failure report could be written (%s); nothing is "
@@ -163,16 +142,21 @@ class Worker(threading.Thread):
         finally:
             shutil.rmtree(study.scratch_dir, ignore_errors=True)
 
-    def results_dir(self, study_id):
-        return self.config.work_dir / RESULTS / study_id
+    def results_dir(self, study_id, kind=RESULT):
+        return self.config.work_dir / RESULTS / results_folder_name(study_id, kind)
 
-    def _write_results(self, study, write, reuse=True):
+    def _register(self, study_id, kind):
+        objects = result_objects(self.results_dir(study_id, kind), self.config.work_dir)
+        self.state.record_results(study_id, objects, kind)
+        self.on_results(study_id)
+
+    def _write_results(self, study, kind, write):
         """``write(staging folder)`` then rename the folder into place; True when a folder
-        already in place was reused instead."""
-        target = self.results_dir(study.id)
-        if reuse and target.is_dir():
-            log.info("serve: study %s: results found in place (written before a restart); "
-                     "sending them as they are", study.id)
+        already in place (renamed before a restart) was reused instead."""
+        target = self.results_dir(study.id, kind)
+        if target.is_dir():
+            log.info("serve: study %s: %s objects found in place (written before a restart); "
+                     "sending them as they are", study.id, kind)
             return True
         make_dirs_durable(target.parent)
         with formats.staged_output_dir(target) as stage:
