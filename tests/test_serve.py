@@ -129,6 +129,46 @@ def test_database_of_another_schema_version_is_refused(tmp_path):
         StateDB(tmp_path)
 
 
+def test_state_completes_fails_and_recovers_studies(tmp_path):
+    now = [1000.0]
+    state = StateDB(tmp_path, clock=lambda: now[0])
+    for n, view in enumerate(("L-CC", "R-CC", "L-MLO", "R-MLO")):
+        record = {"sop_uid": f"1.{n}", "path": f"p{n}", "sop_class": "x", "view": view,
+                  "used": 1, "reason": None}
+        assert state.add_instance("9.9", "a", record, max_queue=2) == "added"
+        if n < 3:
+            assert state.add_instance("8.8", "b", dict(record, sop_uid=f"2.{n}"), 2) == "added"
+    assert state.add_instance("7.7", "c", dict(record, sop_uid="3.0"), 2) == "full"
+    assert state.add_instance("9.9", "a", record, 2) == "duplicate"
+    now[0] += 10
+    assert state.promote(quiet_seconds=30, timeout_seconds=60) == ([], [])
+    now[0] += 30
+    completed, failed = state.promote(quiet_seconds=30, timeout_seconds=60)
+    assert completed == ["a"] and failed == []
+    now[0] += 30
+    assert state.promote(30, 60) == ([], [("b", "incomplete study: no usable R-MLO image 60 s "
+                                                  "after its first instance")])
+    for attempt in (1, 2, 3):  # three runs, each interrupted
+        assert state.claim("a")
+        assert state.recover(max_attempts=3) == (([], ["a"]) if attempt == 3 else (["a"], []))
+    assert state.study("a")["state"] == "failed"
+    assert "interrupted 3 times" in state.study("a")["reason"]
+    assert state.add_instance("9.9", "a", dict(record, sop_uid="1.9"), 2) == "finished"
+    assert state.counts() == {"received": 0, "complete": 0, "running": 0, "sent": 0,
+                              "failed": 2}
+
+
+def test_retry_delay_doubles_up_to_the_cap(tmp_path):
+    from breast_cancer_classifier.tools.serve.sender import Sender
+
+    sender = Sender(quick_config(tmp_path, Destination("D", "127.0.0.1", 104),
+                                 retry_first_seconds=1.0, retry_max_seconds=60.0), None, None)
+    delays = []
+    for sender.failures in range(1, 9):
+        delays.append(sender.retry_delay())
+    assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
+
+
 # --------------------------------------------------------------------------- intake
 def test_study_in_results_out_for_processing_kept_aside_other_classes_refused(
         tmp_path, dest, services, log_text):

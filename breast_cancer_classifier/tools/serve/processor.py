@@ -32,22 +32,31 @@ tests set it (with ``tests/`` on PYTHONPATH).
 Phase 2, the real :class:`ModelProcessor` (to be written once the engine refactor, issue
 22, and the DICOM results, issue 23, are merged):
 
-1. ``__init__``: ``EngineSettings`` from the ``bcc run`` flags; calibrations checked
-   against the weights with ``tools.calibration.calibrations_for_run``; one engine built
-   (models loaded once) and kept, through the engine factory that ``core.pipeline.
-   run_pipeline`` accepts after issue 22.
-2. ``process``: link the study's used instances into ``<scratch>/dicom``; convert them with
-   ``tools.dicom.dicom_to_exam_list`` (the rules of ``bcc dicom``: same PNGs, same exam
-   list, For Processing left out) into ``<scratch>/png`` and ``<scratch>/exam_list.pkl``;
-   ``run_pipeline(exam list, png folder, <scratch>/run, settings, engine_factory=<the kept
-   engine>)``; a status other than 0 raises ``PipelineError`` with the run's failure
-   reasons; then ``tools.dicom_results.write_dicom_results(<scratch>/run, out_dir,
-   calibrations=...)`` writes the Mammography CAD SR and the Secondary Captures; return
-   the files it wrote. The probabilities are then those of ``bcc run`` on the files that
-   ``bcc dicom`` converts.
-3. ``failure_objects``: ``tools.dicom_results.failure_sr(study record, source records,
-   reason)`` from the headers of ``study.images``, saved into ``out_dir``.
-4. ``close``: close the engine.
+1. ``__init__(settings, calibration_paths)``: ``settings`` is ``EngineSettings`` from the
+   ``bcc run`` flags; the calibrations are checked against the weights with
+   ``tools.calibration.calibrations_for_run`` (a bad file stops the start, exit 2); one
+   ``core.engine.Engine`` is built (models loaded once) and kept. Today ``run_pipeline``
+   takes ``engine_factory(settings, device=...)`` and closes the engine after each run: pass
+   a factory that returns the kept engine behind a ``close()`` that does nothing, or the
+   long-lived form issue 22 provides.
+2. ``process(study, out_dir)``: link the study's used instances into
+   ``<study.scratch_dir>/dicom``; convert them with ``tools.dicom.dicom_to_exam_list``
+   (the rules of ``bcc dicom``: same PNGs, same exam list, For Processing left out) into
+   ``<scratch>/png`` and ``<scratch>/exam_list.pkl`` (``num_processes=1``); then
+   ``core.pipeline.run_pipeline(exam list, png folder, <scratch>/run, settings,
+   num_processes=1, engine_factory=<the kept engine>)``. A status other than 0 raises
+   ``PipelineError`` with the run's failure reasons. Then
+   ``tools.dicom_results.write_dicom_results(<scratch>/run, out_dir, calibrations=...)``
+   writes the Mammography CAD SR and the Secondary Captures; return the files in
+   ``out_dir``. The probabilities are then those of ``bcc run`` on the files that
+   ``bcc dicom`` converts (tests to add to ``tests/test_serve_orthanc.py``: the SR's values
+   equal ``bcc run`` on the same files; ``dciodvfy`` finds no error in the objects).
+3. ``failure_objects(study, reason, out_dir)``: ``tools.dicom_results.failure_sr(study
+   record, source records, reason)`` from the headers of ``study.images``, saved into
+   ``out_dir``.
+4. ``close()``: close the engine.
+5. ``benchmarks/bench_serve.py --processor model`` (with the parity kit's weights) for the
+   figures of docs/serve.md.
 """
 
 import importlib
