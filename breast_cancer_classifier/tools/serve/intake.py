@@ -54,7 +54,8 @@ def instance_record(ds, sop_class):
     """
     reason = skip_reason(ds)
     if not reason and sop_class != MG_FOR_PRESENTATION:
-        reason = "FOR PROCESSING SOP class (raw detector data); only FOR PRESENTATION images are used"
+        reason = ("FOR PROCESSING SOP class (raw detector data); only FOR PRESENTATION "
+                  "images are used")
     view = None
     if not reason:
         angle, side_from_text = mammogram_view(ds)

@@ -10,8 +10,9 @@ the study's files and writes DICOM objects into the folder it is given. It is bu
     a new SOPInstanceUID, in the study's StudyInstanceUID) directly into ``out_dir`` and
     return their paths; ``out_dir`` holds nothing else. ``out_dir`` is a staging folder that
     the service fsyncs and renames to ``<work>/results/<study id>/`` (failure objects:
-    ``<study id>.failure/``) only after the call returns, and before anything is sent: after a crash the renamed folder is sent as it is
-    (same SOPInstanceUIDs), never regenerated. When the study cannot be analysed (an image
+    ``<study id>.failure/``) only after the call returns, and before anything is sent:
+    after a crash the renamed folder is sent as it is (same SOPInstanceUIDs), never
+    regenerated. When the study cannot be analysed (an image
     that cannot be decoded, a view missing among the usable images, ...) raise
     :class:`~breast_cancer_classifier.core.errors.PipelineError` (or a subclass) whose
     message says why, in words without patient data: the service then asks for
