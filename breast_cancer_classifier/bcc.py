@@ -32,6 +32,7 @@ TOOLS = {
     "export": "export",  # every network to ONNX / .pt2 / SavedModel, checked
     "qa": "qa",
     "finetune": "finetune",  # fine-tuning on labelled exams (tools/finetune)
+    "serve": "serve",  # a DICOM node: studies in from a PACS, results back (tools/serve)
 }
 
 
