@@ -1,0 +1,1 @@
+"""DICOM results of a run: Mammography CAD SR and overlay Secondary Captures (placeholder)."""
