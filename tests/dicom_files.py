@@ -7,12 +7,15 @@ are checked against data they did not produce.
 """
 
 import struct
+import subprocess
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1,
                          generate_uid)
+
+from helpers import debian_tool
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
@@ -120,3 +123,57 @@ def structured_report(path):
     ds.Modality, ds.StudyInstanceUID, ds.PatientID = "SR", "1.2.3.1", "PA"
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+
+
+SCREENING_VIEWS = (("L", "CC"), ("R", "CC"), ("L", "MLO"), ("R", "MLO"))
+
+
+def block_phantom(chest_wall="left", seed=0, shape=(300, 300), bits=12):
+    """Stored values of a breast that fills the rows and 90% of the columns from its chest
+    wall, with a rounded edge: the smallest images whose crops (stage 1 erodes, then dilates,
+    100 pixels) stay at least 256 pixels wide and high (stage 3's patch)."""
+    rng = np.random.RandomState(seed)
+    rows, columns = shape
+    yy, xx = np.mgrid[:rows, :columns]
+    from_wall = xx if chest_wall == "left" else columns - 1 - xx
+    reach = 0.9 * columns - 0.15 * columns * ((yy - rows / 2) / (rows / 2)) ** 2
+    image = np.where(from_wall < reach, rng.randint(2 ** bits // 3, 2 ** bits, shape), 0)
+    return image.astype(np.uint16)
+
+
+def screening_study(folder, study, patient, *, mirrored=False, shape=(300, 300), seed=0,
+                    **attributes):
+    """Four 12-bit views of one study (:func:`block_phantom`), the chest wall where
+    ``horizontal_flip`` "NO" expects it (left views: left edge), or on the other side when
+    ``mirrored``. Returns ``{(side, view): path}``."""
+    paths = {}
+    for k, (side, view) in enumerate(SCREENING_VIEWS):
+        wall = "left" if (side == "L") != mirrored else "right"
+        orientation = ["A", "R"] if wall == "left" else ["P", "L"]
+        paths[(side, view)] = mammogram(
+            folder / f"{side}{view}.dcm", block_phantom(wall, seed + k, shape), study=study,
+            patient=patient, side=side, view=view, sop=f"{study}.{k + 1}",
+            PatientOrientation=orientation, ImagerPixelSpacing=["0.1", "0.1"],
+            SeriesNumber=k + 1, InstanceNumber=1, **attributes)
+    return paths
+
+
+# --------------------------------------------------------------------------- validators
+def dciodvfy(path):
+    """``(errors, warnings)``: dicom3tools' IOD checker's lines on a file."""
+    tool = debian_tool("dciodvfy", "dicom3tools")
+    proc = subprocess.run([tool, str(path)], capture_output=True, text=True)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    return ([line for line in lines if line.startswith("Error")],
+            [line for line in lines if line.startswith("Warning")])
+
+
+def dsrdump_errors(path):
+    """dcmtk's SR reader's errors on a file: among them, content relationships that the
+    SR IOD does not allow (PS3.3 Table A.35.5-2 for Mammography CAD SR)."""
+    tool = debian_tool("dsrdump", "dcmtk")
+    proc = subprocess.run([tool, str(path)], capture_output=True, text=True)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(("E:", "F:"))]
+    if proc.returncode != 0 and not errors:
+        errors = [f"dsrdump exited {proc.returncode}: {proc.stderr.strip()}"]
+    return errors

@@ -400,7 +400,8 @@ def test_pseudonymized_outputs_carry_no_identifier(identified_archive, tmp_path)
     # The records hold pseudonyms: keyed 2.25 UIDs, one study UID per exam, no path or date.
     for exam in exams:
         study, images = exam["dicom"]["study"], exam["dicom"]["images"]
-        assert study["PatientID"] == study["PatientName"] == exam["patient_id"]
+        assert study["PatientID"] == exam["patient_id"]
+        assert study["PatientName"] == exam["patient_id"] + "^"
         assert study["StudyInstanceUID"].startswith("2.25.")
         assert study["StudyDate"] == study["PatientBirthDate"] == ""
         for record in images.values():

@@ -71,8 +71,9 @@ IDENTIFYING = ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID
 # keyword (tag): Manufacturer (0008,0070), ManufacturerModelName (0008,1090), KVP (0018,0060),
 # Exposure in mAs (0018,1152), CompressionForce in N (0018,11A2), BodyPartThickness in mm
 # (0018,11A0), LossyImageCompression (0028,2110).
-ACQUISITION_COLUMNS = {"manufacturer": "Manufacturer", "manufacturer_model": "ManufacturerModelName",
-                       "kvp": "KVP", "exposure_mas": "Exposure",
+ACQUISITION_COLUMNS = {"manufacturer": "Manufacturer",
+                       "manufacturer_model": "ManufacturerModelName", "kvp": "KVP",
+                       "exposure_mas": "Exposure",
                        "compression_force_n": "CompressionForce",
                        "body_part_thickness_mm": "BodyPartThickness",
                        "lossy_compression": "LossyImageCompression"}

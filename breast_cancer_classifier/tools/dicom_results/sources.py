@@ -17,10 +17,10 @@ header), ``source_file`` (the file's absolute path when converted, None with
 folder, or its keyed name with ``--pseudonymize``).
 
 With ``--pseudonymize`` every identifier is replaced (:func:`pseudonymize_study`,
-:func:`pseudonymize_image`): PatientID and PatientName become the patient's pseudonym (the
-exam's ``patient_id``), every UID a keyed ``2.25.`` UID (the same for every image of a
-study), and dates, times, accession number, study ID and description, names of people and
-the source path are left out.
+:func:`pseudonymize_image`): PatientID becomes the patient's pseudonym (the exam's
+``patient_id``) and PatientName the same as a family name (``<pseudonym>^``), every UID a
+keyed ``2.25.`` UID (the same for every image of a study), and dates, times, accession
+number, study ID and description, names of people and the source path are left out.
 """
 
 import pydicom
@@ -96,7 +96,8 @@ def pseudonymize_study(study, pseudonyms):
     out = {keyword: "" for keyword in STUDY_ATTRIBUTES}
     out.update(SpecificCharacterSet=study.get("SpecificCharacterSet") or "",
                PatientSex=study.get("PatientSex") or "", PatientID=patient,
-               PatientName=patient, StudyInstanceUID=pseudonyms.uid(study["StudyInstanceUID"]))
+               PatientName=f"{patient}^",
+               StudyInstanceUID=pseudonyms.uid(study["StudyInstanceUID"]))
     return out
 
 
