@@ -99,16 +99,16 @@ def secondary_capture(study, record, pixels, document, series_number=SC_SERIES_N
     known = isinstance(orientation, list) and len(orientation) == 2 and all(orientation)
     sc = hd.sc.SCImage(
         pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,
-        coordinate_system="PATIENT",
-        patient_orientation=tuple(orientation) if known else ("A", "R"),
+        coordinate_system="PATIENT", patient_orientation=("A", "R"),  # replaced below
         laterality=record["side"], series_instance_uid=document.series_instance_uid,
         series_number=series_number, sop_instance_uid=document.sop_instance_uid,
         instance_number=document.instance_number, transfer_syntax_uid="1.2.840.10008.1.2.1",
         series_description=document.series_description, content_date=document.content_date,
         content_time=document.content_time, **study_arguments(study), **DEVICE)
     copy_study_extras(sc, study)
-    if not known:  # Type 2: empty rather than guessed
-        sc.PatientOrientation = None
+    # The source's own value (highdicom admits single letters only; mammograms have "A\\FR"),
+    # or empty (Type 2) rather than a guess.
+    sc.PatientOrientation = list(orientation) if known else None
     sc.ImageType = ["DERIVED", "SECONDARY"]
     sc.BurnedInAnnotation = "YES"
     sc.ConversionType = "WSD"
