@@ -33,6 +33,7 @@ from breast_cancer_classifier.tools.dicom_results import write_dicom_results  # 
 from breast_cancer_classifier.tools.pseudonyms import Pseudonyms  # noqa: E402
 from breast_cancer_classifier.tools.visualize import overlay_rgb  # noqa: E402
 from dicom_files import dciodvfy, dsrdump_errors, screening_study  # noqa: E402
+from helpers import slow  # noqa: E402
 
 MAMMOGRAPHY_CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
 STUDY_UID = "1.2.826.0.1.3680043.99.77342"
@@ -345,11 +346,7 @@ def test_dicom_out_writes_what_bcc_run_wrote_and_refuses_to_overwrite(dicom_run,
 
 
 def test_exam_list_not_from_bcc_dicom_exits_2_before_any_work(dicom_run, tmp_path, capsys):
-    exams = load_exam_list(dicom_run["root"] / "exams.pkl")
-    for exam in exams:
-        del exam["dicom"]
-    plain = tmp_path / "plain.pkl"
-    plain.write_bytes(pickle.dumps(exams))
+    plain = _without_records(dicom_run, tmp_path / "plain.pkl")
     status = _bcc("run", "--exam-list", plain, "--data-folder", dicom_run["root"] / "png",
                   "--output-dir", tmp_path / "run", *_run_flags(dicom_run["weights"]),
                   "--dicom-out", tmp_path / "dcm")
@@ -357,6 +354,37 @@ def test_exam_list_not_from_bcc_dicom_exits_2_before_any_work(dicom_run, tmp_pat
     err = capsys.readouterr().err
     assert "no 'dicom' key" in err and "bcc dicom" in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "dcm").exists()
+
+
+def _without_records(dicom_run, path):
+    exams = load_exam_list(dicom_run["root"] / "exams.pkl")
+    for exam in exams:
+        del exam["dicom"]
+    path.write_bytes(pickle.dumps(exams))
+    return path
+
+
+def test_the_records_change_no_number(dicom_run):
+    """The stages ignore the ``dicom`` key: the plan (every random draw) is that of the
+    exam list without it (the CSVs' bytes: the slow test below)."""
+    from breast_cancer_classifier.core.plan import make_plan, plan_arrays
+
+    data = load_exam_list(dicom_run["run"] / "data.pkl")
+    bare = [{k: v for k, v in exam.items() if k != "dicom"} for exam in data]
+    assert "dicom" in data[0] and "best_center" in data[0]
+    with_records, without = (plan_arrays(make_plan(d, 0, 1, True)) for d in (data, bare))
+    assert with_records.keys() == without.keys()
+    for key in with_records:
+        np.testing.assert_array_equal(with_records[key], without[key])
+
+
+@slow
+def test_the_csvs_are_those_of_the_exam_list_without_records(dicom_run, tmp_path):
+    plain = _without_records(dicom_run, tmp_path / "plain.pkl")
+    assert _bcc("run", "--exam-list", plain, "--data-folder", dicom_run["root"] / "png",
+                "--output-dir", tmp_path / "run", *_run_flags(dicom_run["weights"])) == 0
+    for name in ("image_predictions.csv", "imageheatmaps_predictions.csv"):
+        assert (tmp_path / "run" / name).read_bytes() == (dicom_run["run"] / name).read_bytes()
 
 
 def _copy_run(dicom_run, tmp_path):

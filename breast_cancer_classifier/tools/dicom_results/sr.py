@@ -204,8 +204,9 @@ def _num(name, value, unit, relationship):
 
 
 def _container(name, relationship=None, template_id=None):
+    """A CONTAINER whose items are separate statements (Continuity of Content SEPARATE)."""
     return hd.sr.ContainerContentItem(name=name, relationship_type=relationship,
-                                      template_id=template_id)
+                                      template_id=template_id, is_content_continuous=False)
 
 
 def _image(record, relationship):
