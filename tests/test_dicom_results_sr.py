@@ -124,3 +124,29 @@ def test_failure_sr_says_why(tmp_path):
         sr.failure_sr(_study(), [], "x")
     with pytest.raises(ValueError, match="not a screening CC or MLO"):
         sr.failure_sr(_study(), [dict(records[0], ViewPosition="ML")], "x")
+
+
+def test_codes_are_those_of_the_standard():
+    """Every DCM and SCT concept the SR writes has pydicom's code value and meaning (PS3.16
+    Annex D; pydicom's meanings carry zero-width spaces that we leave out)."""
+    from pydicom.sr.codedict import codes
+
+    standard = {}
+    for scheme in ("DCM", "SCT"):
+        collection = getattr(codes, scheme)
+        for keyword in collection.dir():
+            code = getattr(collection, keyword)
+            standard.setdefault((scheme, code.value), set()).add(
+                code.meaning.replace("\u200b", "").lower())
+    ours = []
+    for value in vars(sr.Codes).values():
+        ours += list(value.values()) if isinstance(value, dict) else [value]
+    checked = 0
+    for concept in ours:
+        if not hasattr(concept, "scheme_designator") or concept.scheme_designator not in (
+                "DCM", "SCT"):
+            continue
+        key = (concept.scheme_designator, concept.value)
+        assert concept.meaning.lower() in standard.get(key, set()), key
+        checked += 1
+    assert checked >= 48  # all but the RFC5646, UCUM and private ones
