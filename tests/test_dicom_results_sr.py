@@ -122,8 +122,13 @@ def test_failure_sr_says_why(tmp_path):
                .ReferencedSOPSequence) == 4
     with pytest.raises(ValueError, match="at least one source image"):
         sr.failure_sr(_study(), [], "x")
-    with pytest.raises(ValueError, match="not a screening CC or MLO"):
-        sr.failure_sr(_study(), [dict(records[0], ViewPosition="ML")], "x")
+    with pytest.raises(ValueError, match="no SOPInstanceUID"):
+        sr.failure_sr(_study(), [dict(records[0], SOPInstanceUID="")], "x")
+    # A header that names no screening view: its library entry says nothing of it.
+    ds = _check(sr.failure_sr(_study(), [dict(records[0], ViewPosition="ML",
+                                               ImageLaterality="")], "x"), tmp_path)
+    entry = ds.ContentSequence[1].ContentSequence[0]
+    assert [_code(i) for i in entry.ContentSequence] == ["111060", "111061"]  # dates only
 
 
 def test_codes_are_those_of_the_standard():

@@ -76,7 +76,8 @@ def study_record(ds):
 def image_record(ds, source_file=None, file=None, side=None, view=None):
     """The attributes of one source image (its header, read with or without pixels)."""
     record = {keyword: _value(ds.get(keyword)) for keyword in IMAGE_ATTRIBUTES}
-    record["Rows"], record["Columns"] = int(ds.Rows), int(ds.Columns)
+    for keyword in ("Rows", "Columns"):
+        record[keyword] = int(ds[keyword].value) if ds.get(keyword) is not None else None
     for keyword in CODE_SEQUENCES:
         record[keyword] = _codes(ds, keyword)
     record.update(side=side, view=view, file=file,

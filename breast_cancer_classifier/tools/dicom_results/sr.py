@@ -249,8 +249,11 @@ def _pixel_spacing(record):
 def _library_entry(record, study):
     """TID 4020 CAD Image Library Entry: rows 1-3, 5-12 where the source has the values."""
     acq = "HAS ACQ CONTEXT"
-    items = [_code_item(Codes.IMAGE_LATERALITY, Codes.BREAST[record["side"]], acq),  # row 2
-             _code_item(Codes.IMAGE_VIEW, Codes.VIEW[record["view"]], acq)]  # row 3
+    items = []
+    if record.get("side") in Codes.BREAST:  # row 2
+        items.append(_code_item(Codes.IMAGE_LATERALITY, Codes.BREAST[record["side"]], acq))
+    if record.get("view") in Codes.VIEW:  # row 3
+        items.append(_code_item(Codes.IMAGE_VIEW, Codes.VIEW[record["view"]], acq))
     orientation = record.get("PatientOrientation")
     if isinstance(orientation, list) and len(orientation) == 2 and all(orientation):
         items += [_text(Codes.PATIENT_ORIENTATION_ROW, orientation[0], acq),  # row 5
@@ -501,7 +504,8 @@ def failure_sr(study_record, source_records, reason, *, document=None, algorithm
     Impression Description (TID 4001 row 2, TID 4002 row 5), detections failed on every
     image (TID 4015 "Failed Detections"), analyses not attempted. ``study_record`` and
     ``source_records`` are the records of :mod:`.sources` (at least one image; records
-    without ``side``/``view`` get them from ImageLaterality/ViewPosition). ``document``:
+    without ``side``/``view`` get them from ImageLaterality/ViewPosition where these say,
+    else their Image Library entry has no laterality or view). ``document``:
     :class:`Document` (new random UIDs when None); ``algorithms``: :class:`Algorithm` list
     (default: this software and its version).
     """
@@ -523,9 +527,10 @@ def failure_sr(study_record, source_records, reason, *, document=None, algorithm
             view, side_from_text = mammogram_view(header)
             record["view"] = record.get("view") or view
             record["side"] = record.get("side") or breast_side(header, side_from_text)[0]
-        if record["side"] not in Codes.BREAST or record["view"] not in Codes.VIEW:
-            raise ValueError(f"source record {k}: side {record['side']!r} / view "
-                             f"{record['view']!r} is not a screening CC or MLO view")
+        missing = [key for key in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
+                   if not record.get(key)]
+        if missing:
+            raise ValueError(f"source record {k}: no {', '.join(missing)}")
         images.append(ImageResult(name=str(k), record=record))
     algorithms = algorithms or [Algorithm("breast_cancer_classifier", __version__)]
     document = document or Document(generate_uid(prefix=None), generate_uid(prefix=None),
