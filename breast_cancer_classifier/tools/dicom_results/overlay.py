@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 
 from ..make_exam_list import breast_facing
 from ..visualize import COLORMAPS, NOTE_COLOR, gray_range, overlay_rgb
-from .sr import DEVICE, copy_study_extras, study_arguments
+from .sr import DEVICE, finish_derived, study_arguments
 
 SC_SERIES_NUMBER = 9101  # and up: one series per overlay
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
@@ -103,9 +103,8 @@ def secondary_capture(study, record, pixels, document, series_number=SC_SERIES_N
         laterality=record["side"], series_instance_uid=document.series_instance_uid,
         series_number=series_number, sop_instance_uid=document.sop_instance_uid,
         instance_number=document.instance_number, transfer_syntax_uid="1.2.840.10008.1.2.1",
-        series_description=document.series_description, content_date=document.content_date,
-        content_time=document.content_time, **study_arguments(study), **DEVICE)
-    copy_study_extras(sc, study)
+        series_description=document.series_description, **study_arguments(study), **DEVICE)
+    finish_derived(sc, study, document)
     # The source's own value (highdicom admits single letters only; mammograms have "A\\FR"),
     # or empty (Type 2) rather than a guess.
     sc.PatientOrientation = list(orientation) if known else None

@@ -31,6 +31,7 @@ Coordinates are the source image's pixel coordinates (column, row), 0.5 being th
 the first pixel (PS3.3 C.18.6.1.1).
 """
 
+import datetime
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -427,15 +428,20 @@ def study_arguments(study):
         patient_sex=study.get("PatientSex") or None,
         accession_number=study.get("AccessionNumber") or "", study_id=study.get("StudyID") or "",
         study_date=study.get("StudyDate") or None, study_time=study.get("StudyTime") or None,
-        referring_physician_name=study.get("ReferringPhysicianName") or "",
-        specific_character_set=study.get("SpecificCharacterSet") or None)
+        referring_physician_name=study.get("ReferringPhysicianName") or "")
 
 
-def copy_study_extras(ds, study):
-    """The patient and study attributes highdicom takes no argument for."""
+def finish_derived(ds, study, document):
+    """What highdicom (from 0.23 on) takes no argument for: the character set and the other
+    patient and study attributes of the study record, and the Content Date and Time."""
+    if study.get("SpecificCharacterSet"):
+        ds.SpecificCharacterSet = study["SpecificCharacterSet"]
     for keyword in ("IssuerOfPatientID", "PatientAge", "StudyDescription"):
         if study.get(keyword):
             setattr(ds, keyword, study[keyword])
+    now = datetime.datetime.now()
+    ds.ContentDate = document.content_date or now.strftime("%Y%m%d")
+    ds.ContentTime = document.content_time or now.strftime("%H%M%S")
     return ds
 
 
@@ -450,9 +456,8 @@ def _document(study, images, content, document):
         sop_instance_uid=document.sop_instance_uid, sop_class_uid=MAMMOGRAPHY_CAD_SR,
         instance_number=document.instance_number, modality="SR",
         series_description=document.series_description, coding_schemes=[coding],
-        content_date=document.content_date, content_time=document.content_time,
         **study_arguments(study), **DEVICE, **document.extra)
-    copy_study_extras(sr, study)
+    finish_derived(sr, study, document)
     sr.CompletionFlag, sr.VerificationFlag, sr.PreliminaryFlag = "COMPLETE", "UNVERIFIED", "FINAL"
     sr.CurrentRequestedProcedureEvidenceSequence = _evidence(study, images)
     sr.PerformedProcedureCodeSequence = []
