@@ -23,6 +23,7 @@ from .cli import (add_device_flags, add_overwrite_flag, add_precision_flag, add_
 # Tool command -> module of breast_cancer_classifier.commands (and script of src/utilities).
 TOOLS = {
     "dicom": "dicom",
+    "dicom-out": "dicom_out",  # DICOM results (Mammography CAD SR, overlays) of a run folder
     "exam-list": "exam_list",
     "visualize": "visualize",
     "evaluate": "evaluate",
@@ -86,6 +87,10 @@ def build_parser():
     run.add_argument("--calibration", action="append", default=[], metavar="FILE",
                      help="calibration.json of bcc calibrate: adds *_calibrated columns to "
                      "its model's CSV (raw columns unchanged); once per model")
+    run.add_argument("--dicom-out", metavar="DIR",
+                     help="also write DICOM results into DIR (as bcc dicom-out does): a "
+                     "Mammography CAD SR per exam, an overlay per image; the exam list must "
+                     "come from bcc dicom")
     cluster = run.add_argument_group(
         "cluster", "--engine ray spreads the run over a Ray cluster (pip install "
         "'breast-cancer-classifier[cluster]'); the output and data folders must then be one "
@@ -126,6 +131,10 @@ def _run(args):
     from .core.pipeline import run_pipeline
 
     settings = EngineSettings.from_namespace(args)
+    if args.dicom_out:  # exam list from bcc dicom, highdicom, output folder: before any work
+        from .tools.dicom_results import check_dicom_output
+
+        check_dicom_output(args.exam_list, args.dicom_out, args.overwrite)
     if args.calibration:  # checked against the weights before any work
         from .tools.calibration import calibrations_for_run
 
@@ -142,6 +151,12 @@ def _run(args):
 
         for model, calibration in calibrations.items():
             add_calibrated_columns(RunLayout(args.output_dir).csvs[model], calibration)
+    if args.dicom_out and status in (0, 3) and not args.exams:
+        from .tools.dicom_results import write_dicom_results
+
+        status = max(status, write_dicom_results(args.output_dir, args.dicom_out,
+                                                 calibrations=args.calibration,
+                                                 overwrite=args.overwrite))
     return status
 
 

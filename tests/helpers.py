@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +47,16 @@ def breast_phantom(height=600, width=400, side="L", seed=0):
 # Checks too slow for every `make test` (CI's 40 minutes): they run with BCC_SLOW=1.
 slow = pytest.mark.skipif(os.environ.get("BCC_SLOW", "") in ("", "0"),
                           reason="minutes on two cores; set BCC_SLOW=1 to run")
+
+
+def debian_tool(command, package):
+    """Path of ``command`` (from Debian package ``package``). When it is absent the test is
+    skipped, saying why, unless the environment variable CI is set: CI installs the package
+    (.ci/run), so there the test fails instead."""
+    path = shutil.which(command)
+    if path:
+        return path
+    message = f"{command} not found (Debian package {package})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI must install it (.ci/run)")
+    pytest.skip(f"{message}; install it to run this test")

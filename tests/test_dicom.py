@@ -1,144 +1,35 @@
 """DICOM in (breast_cancer_classifier.tools.dicom): headers, pixel rule, grouping, skips, report.
 
-Every DICOM file is built here with pydicom; compressed ones are compressed by the tests
-themselves (JPEG 2000 lossless through pydicom's encoder, JPEG lossless SV1 through the
-small encoder below), so the decoders are checked against data they did not produce.
+Every DICOM file is built with pydicom by tests/dicom_files.py (compressed ones too, so the
+decoders are checked against data they did not produce).
 """
 
 import csv
-import struct
 from fractions import Fraction
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import (ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1,
-                         generate_uid)
+from pydicom.dataset import Dataset
+from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1
 
 from breast_cancer_classifier.tools import dicom
 from breast_cancer_classifier.core import formats
 from breast_cancer_classifier.core.errors import OutputExistsError, PipelineError
 from breast_cancer_classifier.core.exam_list import load_exam_list
 from breast_cancer_classifier.core.views import VIEWS
+from dicom_files import MG_FOR_PROCESSING, mammogram, phantom, structured_report
+from dicom_files import BASIC_TEXT_SR  # noqa: F401  (still importable from here)
 from helpers import run_script
-
-MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
-BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
-SHAPE = (40, 48)  # large enough for OpenJPEG's default 6 resolution levels
 
 
 # --------------------------------------------------------------------------- test data
-def jpeg_lossless_sv1(image, precision):
-    """Encode (H, W) integers as a JPEG lossless bitstream (ITU T.81 process 14, first-order
-    prediction, point transform 0), one Huffman table with a 5-bit code per category."""
-    rows, cols = image.shape
-    out = bytearray(b"\xff\xd8")
-    out += b"\xff\xc3" + struct.pack(">HBHHB", 11, precision, rows, cols, 1) + bytes([1, 0x11, 0])
-    counts = bytes([0, 0, 0, 0, 17] + [0] * 11)  # 17 categories (0..16), all 5-bit codes
-    out += b"\xff\xc4" + struct.pack(">HB", 2 + 1 + 16 + 17, 0x00) + counts + bytes(range(17))
-    out += b"\xff\xda" + struct.pack(">HB", 8, 1) + bytes([1, 0x00, 1, 0, 0])
-    pixels = image.astype(np.int64)
-    bits = []
-    for r in range(rows):
-        for c in range(cols):
-            if r == 0 and c == 0:
-                prediction = 1 << (precision - 1)
-            elif c == 0:
-                prediction = pixels[r - 1, c]
-            else:
-                prediction = pixels[r, c - 1]
-            diff = (int(pixels[r, c]) - int(prediction)) % 65536
-            diff = diff - 65536 if diff >= 32768 else diff
-            category = 0 if diff == 0 else (16 if diff == -32768 else abs(diff).bit_length())
-            bits.append((category, 5))  # canonical code of category k is k (all 5 bits)
-            if 0 < category < 16:
-                bits.append((diff if diff > 0 else diff + (1 << category) - 1, category))
-    acc = n_acc = 0
-    data = bytearray()
-    for value, length in bits + [((1 << 7) - 1, 7)]:  # pad with 1-bits
-        acc, n_acc = (acc << length) | value, n_acc + length
-        while n_acc >= 8:
-            n_acc -= 8
-            byte = (acc >> n_acc) & 0xFF
-            data += bytes([byte, 0]) if byte == 0xFF else bytes([byte])
-    return bytes(out + data + b"\xff\xd9")
-
-
-def phantom(bits, chest_wall="left", seed=0, shape=SHAPE):
-    """Breast-like stored values: bright half-disc at the chest wall, zeros elsewhere,
-    with the extremes 0 and 2^bits - 1 present."""
-    rng = np.random.RandomState(seed)
-    top = 2 ** bits - 1
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
-    from_wall = xx if chest_wall == "left" else shape[1] - 1 - xx
-    inside = (yy - shape[0] // 2) ** 2 + from_wall ** 2 < (shape[0] // 2) ** 2
-    image = np.where(inside, rng.randint(top // 3, top + 1, shape), 0)
-    image[shape[0] // 2, 0 if chest_wall == "left" else -1] = top
-    return image.astype(np.uint16)
-
-
 def expected_png(stored, bits, monochrome1=False):
     """SPEC 10 with exact fractions: invert MONOCHROME1, then round(v * 65535 / (2^b - 1))."""
     top = 2 ** bits - 1
     flat = [top - int(v) if monochrome1 else int(v) for v in stored.ravel()]
     return np.array([round(Fraction(v * 65535, top)) for v in flat],
                     dtype=np.uint16).reshape(stored.shape)
-
-
-def mammogram(path, pixels, *, bits=12, study="1.2.3.1", patient="PA", date="20200102",
-              side="L", view="CC", side_tag="ImageLaterality", monochrome1=False,
-              intent="FOR PRESENTATION", syntax=ExplicitVRLittleEndian, view_code=None,
-              sop_class=MG_FOR_PRESENTATION, **extra):
-    """Write a one-frame MG image; ``pixels`` are the values as stored."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = extra.pop("sop", generate_uid())
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.StudyDate = "MG", patient, date
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study, generate_uid()
-    if intent:
-        ds.PresentationIntentType = intent
-    if side:
-        setattr(ds, side_tag, side)
-    if view is not None:
-        ds.ViewPosition = view
-    if view_code:
-        item = Dataset()
-        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = view_code
-        ds.ViewCodeSequence = [item]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
-    for keyword, value in extra.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    if syntax == JPEG2000Lossless:
-        ds.compress(JPEG2000Lossless, pixels.astype(np.uint16))
-    elif syntax == JPEGLosslessSV1:
-        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
-        ds.PixelData = encapsulate([jpeg_lossless_sv1(pixels, bits)])
-        ds["PixelData"].VR = "OB"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def structured_report(path):
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = BASIC_TEXT_SR, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.StudyInstanceUID, ds.PatientID = "SR", "1.2.3.1", "PA"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +189,7 @@ def test_grouping_views_and_names(converted):
     assert result.exit_code == 3  # the truncated mammogram failed; everything else is fine
     exams = load_exam_list(out / "exams.pkl")
     assert exams == result.exam_list
-    assert exams == [
+    assert [{k: v for k, v in exam.items() if k != "dicom"} for exam in exams] == [
         {"horizontal_flip": "NO", "L-CC": ["PA_20200102_L_CC"], "R-CC": ["PA_20200102_R_CC"],
          "L-MLO": ["PA_20200102_L_MLO"], "R-MLO": ["PA_20200102_R_MLO"]},
         # InstanceNumber orders the two L-CC images (img2 is instance 1).
@@ -307,6 +198,58 @@ def test_grouping_views_and_names(converted):
          "R-MLO": ["PB_20210304_R_MLO"]}]
     assert sorted(p.name for p in (out / "png").iterdir()) == sorted(
         f"{name}.png" for exam in exams for view in VIEWS for name in exam[view])
+
+
+def test_exams_record_the_source_instances(archive, converted):
+    """The ``dicom`` key: each PNG's source UIDs, size and place, and the study's attributes."""
+    root, _ = archive
+    out, result, report = converted
+    exams = load_exam_list(out / "exams.pkl")
+    by_png = {row["output_png"][:-4]: path for path, row in report.items() if row["output_png"]}
+    for exam in exams:
+        study, images = exam["dicom"]["study"], exam["dicom"]["images"]
+        names = [n for view in VIEWS for n in exam[view]]
+        assert exam["dicom"]["version"] == 1 and sorted(images) == sorted(names)
+        for view in VIEWS:
+            for name in exam[view]:
+                ds = pydicom.dcmread(root / by_png[name], stop_before_pixels=True)
+                record = images[name]
+                for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID",
+                                "StudyInstanceUID"):
+                    assert record[keyword] == str(ds[keyword].value), (name, keyword)
+                assert (record["Rows"], record["Columns"]) == (ds.Rows, ds.Columns)
+                assert (record["side"], record["view"]) == tuple(view.split("-"))
+                assert record["source_file"] == str((root / by_png[name]).resolve())
+                assert record["file"] == by_png[name]
+                assert study["StudyInstanceUID"] == record["StudyInstanceUID"]
+        assert study["PatientID"] == ds.PatientID and study["StudyDate"] == ds.StudyDate
+    # The view coded in ViewCodeSequence is kept as coded.
+    rcc = exams[1]["dicom"]["images"]["PB_20210304_R_CC"]
+    assert rcc["ViewCodeSequence"] == [["R-10242", "SRT", "cranio-caudal"]]
+    assert rcc["ViewPosition"] == ""
+
+
+def test_json_exam_list_carries_the_records_and_the_report_acquisition_columns(tmp_path):
+    root = tmp_path / "in"
+    mammogram(root / "a.dcm", phantom(12), Manufacturer="ACME", ManufacturerModelName="M 1",
+              KVP="28", Exposure="63", CompressionForce="101.5", BodyPartThickness="52",
+              LossyImageCompression="00")
+    mammogram(root / "b.dcm", phantom(12, "right"), side="R")
+    result = dicom.dicom_to_exam_list(root, tmp_path / "png", tmp_path / "e.json")
+    exam = load_exam_list(tmp_path / "e.json")[0]
+    assert exam["dicom"] == result.exam_list[0]["dicom"]
+    assert exam["dicom"]["images"]["PA_20200102_L_CC"]["SOPInstanceUID"] == str(
+        pydicom.dcmread(root / "a.dcm").SOPInstanceUID)
+    with open(tmp_path / "e.json.report.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == dicom.REPORT_COLUMNS
+        assert reader.fieldnames[:14] == ["path", "status", "reason", "exam", "exam_id", "study",
+                                          "patient", "side", "view", "bits", "photometric",
+                                          "transfer_syntax", "orientation", "output_png"]
+        rows = {row["path"]: row for row in reader}
+    assert [rows["a.dcm"][c] for c in dicom.ACQUISITION_COLUMNS] == [
+        "ACME", "M 1", "28", "63", "101.5", "52", "00"]
+    assert [rows["b.dcm"][c] for c in dicom.ACQUISITION_COLUMNS] == [""] * 7
 
 
 def test_report_rows(archive, converted):
@@ -455,6 +398,19 @@ def test_pseudonymized_outputs_carry_no_identifier(identified_archive, tmp_path)
         assert not [c for c in (b"tEXt", b"zTXt", b"iTXt", b"eXIf") if c in png.read_bytes()]
     exams = load_exam_list(out / "exams.json")
     assert len(exams) == 2 and exams[0]["patient_id"] == exams[1]["patient_id"]
+    # The records hold pseudonyms: keyed 2.25 UIDs, one study UID per exam, no path or date.
+    for exam in exams:
+        study, images = exam["dicom"]["study"], exam["dicom"]["images"]
+        assert study["PatientID"] == exam["patient_id"]
+        assert study["PatientName"] == exam["patient_id"] + "^"
+        assert study["StudyInstanceUID"].startswith("2.25.")
+        assert study["StudyDate"] == study["PatientBirthDate"] == ""
+        for record in images.values():
+            assert record["StudyInstanceUID"] == study["StudyInstanceUID"]
+            assert record["SOPInstanceUID"].startswith("2.25.")
+            assert record["source_file"] is None and record["file"].startswith("f")
+    assert exams[0]["dicom"]["study"]["StudyInstanceUID"] != \
+        exams[1]["dicom"]["study"]["StudyInstanceUID"]
     assert exams[0]["patient_id"].startswith("p") and len(exams[0]["patient_id"]) == 17
     rows = list(csv.DictReader(open(out / "exams.json.report.csv", newline="")))
     assert {r["patient"] for r in rows} == {exams[0]["patient_id"]}

@@ -14,7 +14,11 @@
 
 A report CSV has one row per input file: kept, skipped (not a screening mammogram, with the
 reason) or failed (a screening mammogram by its header whose pixels could not be decoded, or
-a DICOM file whose header cannot be read).
+a DICOM file whose header cannot be read); its last columns are acquisition attributes
+(:data:`ACQUISITION_COLUMNS`) for subgroup analyses.
+
+Every exam carries the ``dicom`` key: the source images' UIDs and the study attributes that
+DICOM results derived from them copy (:mod:`breast_cancer_classifier.tools.dicom_results.sources`).
 Names of dataset attributes are the DICOM keywords; docstrings give their tags (PS3.6).
 """
 
@@ -36,6 +40,8 @@ from ..core.errors import InputImageError, OutputExistsError, SettingsError
 from .make_exam_list import (FAILED, KEPT, SKIPPED, add_note, assemble_exams, breast_facing,
                        check_outputs, default_report_path, finish, natural_key, orientation)
 from ..core.runtime import parallel_map
+from .dicom_results.sources import (exam_record, image_record, pseudonymize_image,
+                                    pseudonymize_study, study_record)
 from .pseudonyms import Pseudonyms
 
 PNG_FULL_SCALE = 65535  # 16-bit PNG; SPEC 10: v -> round(v * 65535 / (2^BitsStored - 1))
@@ -61,8 +67,19 @@ SCREENING_VIEW_MODIFIERS = {"ID"}
 IDENTIFYING = ("PatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID",
                "StudyDate", "StudyTime", "AccessionNumber", "SeriesInstanceUID",
                "SOPInstanceUID")
+# Report columns of acquisition attributes (empty when the header has none): column ->
+# keyword (tag): Manufacturer (0008,0070), ManufacturerModelName (0008,1090), KVP (0018,0060),
+# Exposure in mAs (0018,1152), CompressionForce in N (0018,11A2), BodyPartThickness in mm
+# (0018,11A0), LossyImageCompression (0028,2110).
+ACQUISITION_COLUMNS = {"manufacturer": "Manufacturer",
+                       "manufacturer_model": "ManufacturerModelName", "kvp": "KVP",
+                       "exposure_mas": "Exposure",
+                       "compression_force_n": "CompressionForce",
+                       "body_part_thickness_mm": "BodyPartThickness",
+                       "lossy_compression": "LossyImageCompression"}
 REPORT_COLUMNS = ("path", "status", "reason", "exam", "exam_id", "study", "patient", "side",
-                  "view", "bits", "photometric", "transfer_syntax", "orientation", "output_png")
+                  "view", "bits", "photometric", "transfer_syntax", "orientation",
+                  "output_png") + tuple(ACQUISITION_COLUMNS)
 
 
 # --------------------------------------------------------------------------- view and side
@@ -335,6 +352,8 @@ def _scan_file(task):
                    photometric=str(ds.get("PhotometricInterpretation") or ""),
                    transfer_syntax=_transfer_syntax(ds), view=view,
                    side=breast_side(ds, side_from_text)[0])
+        row.update({column: str(ds.get(keyword) or "")
+                    for column, keyword in ACQUISITION_COLUMNS.items()})
         reason = skip_reason(ds)
         if reason:
             row["reason"] = reason
@@ -343,7 +362,10 @@ def _scan_file(task):
                      "date": str(ds.get("StudyDate") or ""),
                      "sop": str(ds.get("SOPInstanceUID") or ""),
                      "order": (_sort_number(ds, "SeriesNumber"),
-                               _sort_number(ds, "InstanceNumber"), natural_key(row["path"]))}
+                               _sort_number(ds, "InstanceNumber"), natural_key(row["path"])),
+                     "study_record": study_record(ds),
+                     "image_record": image_record(ds, Path(path).resolve(), row["path"],
+                                                  row["side"], view)}
     except Exception as err:  # malformed values surface only when an element is decoded
         row.update(status=FAILED, reason=f"malformed DICOM header ({type(err).__name__}: {err})")
         return row, None
@@ -463,6 +485,24 @@ def _name_images(images, pseudonyms=None):
     return images
 
 
+# --------------------------------------------------------------------------- DICOM records
+def _dicom_records(images, pseudonyms=None):
+    """``{exam id: {"dicom": record}}``: each exam's study and source-image records
+    (pseudonymous with ``pseudonyms``), the study's taken from its first image."""
+    by_exam = {}
+    for image in images:
+        candidate = image["candidate"]
+        record = candidate["image_record"]
+        if pseudonyms is not None:
+            record = pseudonymize_image(record, pseudonyms, pseudonyms.file(record["file"]))
+        study, records = by_exam.setdefault(image["exam_id"], (candidate["study_record"], {}))
+        records[image["short_file_path"]] = record
+    return {exam_id: {"dicom": exam_record(
+                pseudonymize_study(study, pseudonyms) if pseudonyms is not None else study,
+                records)}
+            for exam_id, (study, records) in by_exam.items()}
+
+
 # --------------------------------------------------------------------------- pseudonyms
 def _pseudonymize_rows(rows, images, pseudonyms, dicom_dir):
     """Replace every identifier in the report rows by its pseudonym, record the mapping,
@@ -543,9 +583,11 @@ def dicom_to_exam_list(dicom_dir, output_data_dir, exam_list_path, *, num_proces
                                                   num_processes), pseudonyms)
         for image in images:
             os.replace(image["png"], stage / image["row"]["output_png"])
-        extra_keys = None
+        extra_keys = _dicom_records(images, pseudonyms)
         if pseudonyms is not None:
-            extra_keys = _pseudonymize_rows(rows, images, pseudonyms, dicom_dir)
+            for exam_id, keys in _pseudonymize_rows(rows, images, pseudonyms,
+                                                    dicom_dir).items():
+                extra_keys[exam_id].update(keys)
             pseudonyms.write_mapping()
         else:
             for row in rows:

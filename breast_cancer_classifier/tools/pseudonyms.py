@@ -74,6 +74,12 @@ class Pseudonyms:
     def file(self, relative_path):
         return self._name("file", relative_path)
 
+    def uid(self, real_uid):
+        """A pseudonymous DICOM UID for ``real_uid``: ``2.25.<128-bit integer of the HMAC>``
+        (PS3.5 B.2), the same for every use of the UID under this key."""
+        digest = hmac.new(self.key, b"uid\0" + str(real_uid).encode(), hashlib.sha256).digest()
+        return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
     def record(self, **row):
         self.rows.append({c: str(row.get(c) or "") for c in MAPPING_COLUMNS})
 

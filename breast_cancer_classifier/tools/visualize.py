@@ -81,11 +81,18 @@ def prepare_panel(image, heatmaps, horizontal_flip, max_rows=PANEL_ROWS, title="
     factor = max(1.0, rows / max_rows)
     shape = (max(1, round(rows / factor)), max(1, round(columns / factor)))
     small = hanging_orientation(downsample(image, shape), horizontal_flip)
-    breast = small[small > 0]
-    high = float(np.percentile(breast, GRAY_PERCENTILE)) if breast.size else 1.0
-    return {"image": small, "gray_range": (0.0, max(high, 1e-6)), "title": title,
+    return {"image": small, "gray_range": gray_range(small), "title": title,
             "heatmaps": {kind: hanging_orientation(downsample(h, shape), horizontal_flip)
                          for kind, h in heatmaps.items()}}
+
+
+def gray_range(image):
+    """``(0, white point)`` of a mammogram's display: ``GRAY_PERCENTILE`` of its breast
+    (non-zero) pixels."""
+    image = np.asarray(image)
+    breast = image[image > 0]
+    high = float(np.percentile(breast, GRAY_PERCENTILE)) if breast.size else 1.0
+    return 0.0, max(high, 1e-6)
 
 
 def overlay_rgba(heatmap, kind, heatmap_max=1.0):
@@ -95,6 +102,23 @@ def overlay_rgba(heatmap, kind, heatmap_max=1.0):
     rgba = COLORMAPS[kind](value)
     rgba[..., 3] = ALPHA_MAX * value ** ALPHA_GAMMA
     return rgba
+
+
+def overlay_rgb(image, heatmap, kind="malignant", heatmap_max=1.0, gray=None, chunk_rows=512):
+    """(H, W, 3) uint8 RGB of ``image`` in gray (over ``gray``, default :func:`gray_range`)
+    with ``heatmap`` (same shape) over it as each picture cell draws them: the
+    :func:`overlay_rgba` colour composited with its opacity. Full-size images are done
+    ``chunk_rows`` rows at a time (the RGBA of a whole mammogram is hundreds of MB)."""
+    image = np.asarray(image)
+    low, high = gray if gray is not None else gray_range(image)
+    out = np.empty(image.shape + (3,), dtype=np.uint8)
+    for start in range(0, image.shape[0], chunk_rows):
+        rows = slice(start, start + chunk_rows)
+        base = np.clip((image[rows].astype(np.float64) - low) / (high - low), 0.0, 1.0)
+        rgba = overlay_rgba(heatmap[rows], kind, heatmap_max)
+        alpha = rgba[..., 3:4]
+        out[rows] = np.rint((base[..., None] * (1 - alpha) + rgba[..., :3] * alpha) * 255)
+    return out
 
 
 # --------------------------------------------------------------------------- figures
