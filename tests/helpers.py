@@ -53,7 +53,8 @@ def debian_tool(command, package):
     """Path of ``command`` (from Debian package ``package``). When it is absent the test is
     skipped, saying why, unless the environment variable CI is set: CI installs the package
     (.ci/run), so there the test fails instead."""
-    path = shutil.which(command)
+    # Servers such as Orthanc install into /usr/sbin, which a non-root PATH may lack.
+    path = shutil.which(command) or shutil.which(command, path="/usr/local/sbin:/usr/sbin:/sbin")
     if path:
         return path
     message = f"{command} not found (Debian package {package})"

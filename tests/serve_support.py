@@ -35,7 +35,8 @@ from breast_cancer_classifier.core.errors import InputImageError
 from breast_cancer_classifier.core.views import VIEWS
 from breast_cancer_classifier.tools.serve.config import Destination, ServeConfig
 from breast_cancer_classifier.tools.serve.intake import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
-from test_dicom import BASIC_TEXT_SR, mammogram, phantom
+from dicom_files import BASIC_TEXT_SR, mammogram, phantom
+from helpers import debian_tool
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -54,14 +55,6 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def require_binary(path, package):
-    """Skip (saying why) when a Debian package's program is absent, unless CI is set."""
-    if path:
-        return path
-    message = f"{package} is not installed (apt-get install {package})"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; CI is set, so this test must run")
-    pytest.skip(message)
 
 
 # --------------------------------------------------------------------------- studies
@@ -408,7 +401,7 @@ class Orthanc:
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory):
     """Orthanc for the session (skips, saying why, when it is absent outside CI)."""
-    require_binary(ORTHANC, "orthanc")
+    debian_tool("Orthanc", "orthanc")
     server = Orthanc(tmp_path_factory.mktemp("orthanc"), bcc_port=free_port()).start()
     yield server
     server.stop()

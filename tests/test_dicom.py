@@ -19,7 +19,6 @@ from breast_cancer_classifier.core.errors import OutputExistsError, PipelineErro
 from breast_cancer_classifier.core.exam_list import load_exam_list
 from breast_cancer_classifier.core.views import VIEWS
 from dicom_files import MG_FOR_PROCESSING, mammogram, phantom, structured_report
-from dicom_files import BASIC_TEXT_SR  # noqa: F401  (still importable from here)
 from helpers import run_script
 
 

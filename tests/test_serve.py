@@ -26,9 +26,10 @@ from breast_cancer_classifier.tools.serve.naming import scrub, study_hash
 from breast_cancer_classifier.tools.serve.processor import PROCESSOR_HOOK_ENV
 from breast_cancer_classifier.tools.serve.service import Service, reprocess
 from breast_cancer_classifier.tools.serve.state import StateDB
+from helpers import debian_tool
 from serve_support import (FAILURE_DESCRIPTION, RESULT_DESCRIPTION, REPO, RecordingSCP,
                            SyntheticProcessor, corrupt_copy, http_get, metric, quick_config,
-                           require_binary, send_files, serve_env, wait_for, write_study)
+                           send_files, serve_env, wait_for, write_study)
 from test_dicom import mammogram, phantom, structured_report
 
 
@@ -482,7 +483,7 @@ def test_logs_carry_no_patient_id_name_or_uid(tmp_path, dest, services, log_text
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory):
     """A CA, a server certificate and a client certificate signed by it (openssl)."""
-    openssl = require_binary(shutil.which("openssl"), "openssl")
+    openssl = debian_tool("openssl", "openssl")
     folder = tmp_path_factory.mktemp("tls")
 
     def run(*args):

@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pydicom
 
 from breast_cancer_classifier.tools.serve.service import Service
+from helpers import debian_tool
 from serve_support import (ORTHANC, REPO, RESULT_DESCRIPTION, Orthanc, ServeProcess,
                            SyntheticProcessor, free_port, metric, orthanc, quick_config,
-                           require_binary, wait_for, write_study)  # noqa: F401 (fixture)
+                           wait_for, write_study)  # noqa: F401 (fixture)
 
 STUDIES = 20
 
@@ -122,7 +123,7 @@ def stable_events(orthanc, study_id):
 def test_orthanc_routes_stable_studies_with_the_lua_script_of_the_docs(tmp_path):
     """docs/serve.md's OnStableStudy script: a stable MG study goes to BCC once; the study,
     unstable again when the results arrive, is not sent back."""
-    require_binary(ORTHANC, "orthanc")
+    debian_tool("Orthanc", "orthanc")
     (tmp_path / "bcc.lua").write_text(lua_script_of_the_docs())
     routed = Orthanc(tmp_path / "orthanc", free_port(), StableAge=1,
                      LuaScripts=[str(tmp_path / "bcc.lua")]).start()
