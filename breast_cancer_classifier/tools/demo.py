@@ -56,7 +56,7 @@ def run_demo(output_dir, models_dir, num_exams=4, overwrite=False, num_processes
     ``settings`` are :class:`EngineSettings` fields (``num_epochs``, ``device_type``, ...).
     An earlier demo in ``output_dir`` is refused unless ``overwrite``.
     """
-    output_dir, models_dir = Path(output_dir), Path(models_dir)
+    output_dir, models_dir = Path(output_dir).absolute(), Path(models_dir)
     layout = RunLayout(output_dir / RUN_DIR)
     if layout.existing_outputs() and not overwrite:
         raise OutputExistsError(f"{layout.root}: holds an earlier demo run; pass --overwrite to "
