@@ -24,7 +24,7 @@ from .cli import (add_device_flags, add_overwrite_flag, add_precision_flag, add_
 from .commands import summary
 
 # Command -> module of breast_cancer_classifier.commands.
-TOOLS = {
+COMMANDS = {
     "demo": "demo",  # sample exams and the whole pipeline, from an empty folder
     "dicom": "dicom",
     "exam-list": "exam_list",
@@ -118,7 +118,7 @@ def build_parser():
                         "not: SPEC 9); changes the numbers")
     _common_flags(single, SingleSettings())
 
-    for name, module in TOOLS.items():
+    for name, module in COMMANDS.items():
         commands.add_parser(name, add_help=False, help=summary(module))
     return parser
 
@@ -184,8 +184,8 @@ def _single(args):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOLS:
-        module = importlib.import_module(f"{__package__}.commands.{TOOLS[argv[0]]}")
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(f"{__package__}.commands.{COMMANDS[argv[0]]}")
         return module.main(argv[1:], prog=f"bcc {argv[0]}")
     parser = build_parser()
     args = parser.parse_args(argv)
