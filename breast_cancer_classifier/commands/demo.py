@@ -12,19 +12,16 @@ then says loudly that its numbers are not predictions. Exit status as ``bcc run`
 
 import argparse
 
-from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag, positive_int,
+from breast_cancer_classifier.cli import (add_device_flags, add_models_dir_flag,
+                                          add_overwrite_flag, models_dir_of, positive_int,
                                           run_cli)
-from breast_cancer_classifier.core.home import describe_models_dir, models_dir
-from breast_cancer_classifier.core.runtime import log
 
 
 def build_parser(prog=None):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", default="bcc_demo",
                         help="folder for the sample exams and the run (default: bcc_demo)")
-    parser.add_argument("--models-dir",
-                        help="the weights (default: models/ of the home folder: $BCC_HOME, "
-                             "this checkout, or the user data folder)")
+    add_models_dir_flag(parser, "the weights")
     parser.add_argument("--num-exams", type=positive_int, default=4,
                         help="sample exams to generate and run (default 4)")
     parser.add_argument("--num-epochs", type=positive_int, default=10,
@@ -32,9 +29,9 @@ def build_parser(prog=None):
                              "as bcc run; 1 is quicker)")
     parser.add_argument("--num-processes", type=positive_int, default=2,
                         help="processes for stages 1-2 (default 2)")
+    add_overwrite_flag(parser)
     add_device_flags(parser)
     parser.set_defaults(device_type="gpu")
-    add_overwrite_flag(parser)
     return parser
 
 
@@ -45,14 +42,10 @@ def main(argv=None, prog=None):
     def body():
         from breast_cancer_classifier.tools.demo import BANNER, run_demo
 
-        folder = args.models_dir
-        if folder is None:
-            folder = models_dir()
-            log.info("%s: models folder %s", parser.prog, describe_models_dir())
-        result = run_demo(args.output_dir, folder, num_exams=args.num_exams,
-                          overwrite=args.overwrite, num_processes=args.num_processes,
-                          num_epochs=args.num_epochs, device_type=args.device_type,
-                          gpu_number=args.gpu_number)
+        result = run_demo(args.output_dir, models_dir_of(args, parser.prog),
+                          num_exams=args.num_exams, overwrite=args.overwrite,
+                          num_processes=args.num_processes, num_epochs=args.num_epochs,
+                          device_type=args.device_type, gpu_number=args.gpu_number)
         banner = f"\n{BANNER}\n" if result.demo_weights_used else ""
         print(f"{banner}\n{parser.prog}: finished with exit status {result.status}\n"
               f"{result.summary()}{banner}")

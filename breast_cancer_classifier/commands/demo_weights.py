@@ -9,8 +9,8 @@ and printed.
 import argparse
 from pathlib import Path
 
-from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
-from breast_cancer_classifier.core.home import describe_models_dir, models_dir
+from breast_cancer_classifier.cli import (add_models_dir_flag, add_overwrite_flag, models_dir_of,
+                                          run_cli)
 from breast_cancer_classifier.core.runtime import log
 from breast_cancer_classifier.tools import demo_weights
 
@@ -21,9 +21,7 @@ def build_parser(prog=None):
         description="Make untrained demo weights for the checkpoints missing from the models "
                     "folder. Official weights are kept; the outputs of demo weights are not "
                     "predictions.")
-    parser.add_argument("--models-dir",
-                        help="the models folder (default: models/ of the home folder: "
-                             "$BCC_HOME, this checkout, or the user data folder)")
+    add_models_dir_flag(parser, "the models folder")
     parser.add_argument("--seed", type=int, default=demo_weights.DEMO_SEED,
                         help=f"initialisation seed (default: {demo_weights.DEMO_SEED})")
     parser.add_argument("--status", action="store_true",
@@ -38,10 +36,7 @@ def main(argv=None, prog=None):
     args = parser.parse_args(argv)
 
     def body():
-        folder = args.models_dir
-        if folder is None:
-            folder = models_dir()
-            log.info("%s: models folder %s", parser.prog, describe_models_dir())
+        folder = models_dir_of(args, parser.prog)
         if args.status:
             for name, state in demo_weights.weights_status(folder).items():
                 print(f"{name}\t{state}")

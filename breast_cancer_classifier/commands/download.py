@@ -9,8 +9,8 @@ which is printed.
 
 import argparse
 
-from breast_cancer_classifier.cli import run_cli
-from breast_cancer_classifier.core.home import describe_models_dir, official_sample_dir
+from breast_cancer_classifier.cli import add_models_dir_flag, models_dir_of, run_cli
+from breast_cancer_classifier.core.home import official_sample_dir
 from breast_cancer_classifier.core.runtime import log
 from breast_cancer_classifier.tools import download
 
@@ -21,9 +21,7 @@ def build_parser(prog=None):
         description="Fetch the official weights (and optionally the original sample exams), "
                     "verified by git blob SHA-1. Files already present and verified are "
                     "skipped.")
-    parser.add_argument("--models-dir",
-                        help="where the five checkpoints go (default: models/ of the home "
-                             "folder: $BCC_HOME, this checkout, or the user data folder)")
+    add_models_dir_flag(parser, "where the five checkpoints go")
     parser.add_argument("--sample-images", action="store_true",
                         help="also fetch the original's 16 sample images and exam list")
     parser.add_argument("--no-weights", action="store_true",
@@ -59,20 +57,19 @@ def main(argv=None, prog=None):
             log.error("%s: nothing selected (--no-weights without --sample-images)",
                       parser.prog)
             return 2
-        if weights and args.models_dir is None:
-            log.info("%s: models folder %s", parser.prog, describe_models_dir())
+        folder = models_dir_of(args, parser.prog) if weights else None
         if sample_data and args.sample_dir is None:
             log.info("%s: sample exams folder %s", parser.prog, official_sample_dir())
         if args.check:
             verified, missing = download.check_official_files(
-                weights, sample_data, args.models_dir, args.sample_dir, args.official_files)
+                weights, sample_data, folder, args.sample_dir, args.official_files)
             for path in missing:
                 log.info("%s: missing or not the official file", path)
             log.info("%s: %d file(s) verified, %d missing", parser.prog, len(verified),
                      len(missing))
             return 1 if missing else 0
         downloaded, skipped = download.download_official_files(
-            weights, sample_data, args.models_dir, args.sample_dir, args.base_url,
+            weights, sample_data, folder, args.sample_dir, args.base_url,
             args.official_files, args.timeout, args.overwrite)
         log.info("%s: %d file(s) downloaded, %d already present", parser.prog,
                  len(downloaded), len(skipped))
