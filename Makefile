@@ -32,10 +32,10 @@ test: $(STAMP) $(EXTRAS_STAMP)
 # Demo weights fill in only the checkpoints missing from models/; official ones are kept.
 # With demo weights the pictures carry a warning line too.
 DEMO_NOTE := DEMO WEIGHTS (untrained): these numbers and heatmaps are NOT predictions
-NOTE_IF_DEMO = VISUALIZE_NOTE="$$($(PY) src/utilities/make_demo_weights.py --status | grep -q 'demo$$' && echo '$(DEMO_NOTE)')"
+NOTE_IF_DEMO = VISUALIZE_NOTE="$$($(PY) src/utilities/make_demo_weights.py --models-dir models --status | grep -q 'demo$$' && echo '$(DEMO_NOTE)')"
 
 demo: $(STAMP)
-	$(PY) src/utilities/make_demo_weights.py
+	$(PY) src/utilities/make_demo_weights.py --models-dir models
 	@$(MAKE) --no-print-directory demo-banner
 	$(NOTE_IF_DEMO) DEVICE_TYPE=$(DEVICE_TYPE) VISUALIZE=1 PYTHON=$(PY) bash run.sh
 	$(NOTE_IF_DEMO) DEVICE_TYPE=$(DEVICE_TYPE) VISUALIZE=1 PYTHON=$(PY) bash run_single.sh sample_data/images/0_L_CC.png L-CC
@@ -44,7 +44,7 @@ demo: $(STAMP)
 
 .PHONY: demo-banner
 demo-banner:
-	@if $(PY) src/utilities/make_demo_weights.py --status | grep -q 'demo$$'; then \
+	@if $(PY) src/utilities/make_demo_weights.py --models-dir models --status | grep -q 'demo$$'; then \
 	  mkdir -p sample_output; cp models/DEMO_WEIGHTS.txt sample_output/DEMO_WEIGHTS_README.txt; \
 	  echo ""; \
 	  echo "************************************************************************"; \
@@ -55,11 +55,12 @@ demo-banner:
 	else rm -f sample_output/DEMO_WEIGHTS_README.txt; fi
 
 download: $(STAMP)
-	$(PY) src/utilities/download_files.py
+	$(PY) src/utilities/download_files.py --models-dir models
 
 # Official weights and sample exams, the whole pipeline, and our numbers beside the published ones.
 reproduce: $(STAMP)
-	$(PY) src/utilities/download_files.py --sample-images
+	$(PY) src/utilities/download_files.py --models-dir models --sample-images \
+	  --sample-dir official_sample_data
 	DEVICE_TYPE=$(DEVICE_TYPE) PYTHON=$(PY) \
 	  DATA_FOLDER=official_sample_data/images \
 	  INITIAL_EXAM_LIST_PATH=official_sample_data/exam_list_before_cropping.pkl \

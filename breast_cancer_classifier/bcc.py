@@ -2,11 +2,13 @@
 
     bcc run --exam-list PATH --data-folder DIR --output-dir DIR [--continue] [--overwrite] ...
     bcc single IMAGE VIEW [--output-dir DIR] ...
+    bcc demo [--output-dir DIR]
     bcc dicom | exam-list | qa | visualize | evaluate | calibrate | download | demo-weights
         | export | finetune  [their flags]
 
-``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); the
-tool commands are those of the scripts under ``src/utilities/``, with the same flags.
+``run`` and ``single`` work in one process (:mod:`core.pipeline`, :mod:`core.single`); each
+other command ``X`` is ``commands/X.py`` (its parser and ``main(argv, prog)``), whose
+docstring's first line is its line in ``bcc --help``.
 Exit status: 0 done, 3 some items failed (the rest is complete), 1 nothing could be done,
 2 bad arguments, exam list, checkpoint or settings, or an existing output.
 """
@@ -19,9 +21,11 @@ from . import __version__
 from .core.errors import SettingsError
 from .cli import (add_device_flags, add_overwrite_flag, add_precision_flag, add_runtime_flag,
                   add_trust_flag, positive_int, run_cli)
+from .commands import summary
 
-# Tool command -> module of breast_cancer_classifier.commands (and script of src/utilities).
-TOOLS = {
+# Command -> module of breast_cancer_classifier.commands.
+COMMANDS = {
+    "demo": "demo",  # sample exams and the whole pipeline, from an empty folder
     "dicom": "dicom",
     "dicom-out": "dicom_out",  # DICOM results (Mammography CAD SR, overlays) of a run folder
     "exam-list": "exam_list",
@@ -65,7 +69,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = commands.add_parser("run", help="the pipeline on an exam list, into one folder",
+    run = commands.add_parser("run", help="Run the whole pipeline on an exam list, into one folder",
                               description="Crop, centers, heatmaps and both exam classifiers "
                               "on an exam list, in one process, into one output folder "
                               "(run.sh's files and names, plus a plan and a run record).")
@@ -108,7 +112,7 @@ def build_parser():
                          help="intra-op threads of each actor (default: a node's CPUs, or "
                          "the CPUs shared out among the GPU actors)")
 
-    single = commands.add_parser("single", help="the single-image path",
+    single = commands.add_parser("single", help="Run the single-image path on one mammogram",
                                  description="Crop, center, heatmaps and the two image-wise "
                                  "classifiers for one image; prints one JSON line per model.")
     single.add_argument("image", help="the mammogram (16-bit PNG)")
@@ -120,9 +124,8 @@ def build_parser():
                         "not: SPEC 9); changes the numbers")
     _common_flags(single, SingleSettings())
 
-    for name, module in TOOLS.items():
-        commands.add_parser(name, add_help=False, help=f"as src/utilities/{module}.py "
-                            f"(bcc {name} --help lists its flags)")
+    for name, module in COMMANDS.items():
+        commands.add_parser(name, add_help=False, help=summary(module))
     return parser
 
 
@@ -197,9 +200,9 @@ def _single(args):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOLS:
-        module = importlib.import_module(f"{__package__}.commands.{TOOLS[argv[0]]}")
-        return module.main(argv[1:])
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(f"{__package__}.commands.{COMMANDS[argv[0]]}")
+        return module.main(argv[1:], prog=f"bcc {argv[0]}")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -1,11 +1,13 @@
 """What every command-line script shares: error-to-exit-code mapping and common flags."""
 
 import sys
+from pathlib import Path
 
 from .core.errors import (CheckpointError, ExamListError, InputImageError, OutputExistsError,
                            PipelineError, SettingsError)
 from .core.failures import EXIT_BAD_INPUT, EXIT_NOTHING_DONE
-from .core.runtime import PRECISIONS, setup_logging
+from .core.home import describe_models_dir, models_dir
+from .core.runtime import PRECISIONS, log, setup_logging
 
 
 def run_cli(prog, body, argv=None):
@@ -66,3 +68,17 @@ def add_precision_flag(parser):
                         help="'fp32' (default) matches the reference; 'bf16' (autocast, CPU "
                              "or GPU) and 'tf32' (NVIDIA GPUs) trade accuracy for speed: see "
                              "README for their measured deviations")
+
+
+def add_models_dir_flag(parser, what):
+    parser.add_argument("--models-dir",
+                        help=f"{what} (default: models/ of the home folder: $BCC_HOME, this "
+                             "checkout, or the user data folder)")
+
+
+def models_dir_of(args, prog):
+    """``--models-dir``, or else the home folder's ``models/`` (core.home), said on stderr."""
+    if args.models_dir is not None:
+        return Path(args.models_dir)
+    log.info("%s: models folder %s", prog, describe_models_dir())
+    return models_dir()

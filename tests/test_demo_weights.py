@@ -157,14 +157,14 @@ def test_official_weights_are_never_replaced(tmp_path, fast_settings):
     models.mkdir()
     official = models / "sample_patch_model.p"
     official.write_bytes(b"stand-in for the official file")
-    manifest = tmp_path / "manifest.tsv"
-    manifest.write_text(f"# commit {'a' * 40}\nmodels/sample_patch_model.p\t"
+    official_files = tmp_path / "official_files.tsv"
+    official_files.write_text(f"# commit {'a' * 40}\nmodels/sample_patch_model.p\t"
                         f"{download.git_blob_sha1(official)}\n")
     written, kept = demo_weights.write_demo_weights(models, overwrite=True,
-                                                    manifest_path=manifest)
+                                                    official_files_path=official_files)
     assert kept == [official] and official.name not in [p.name for p in written]
     assert official.read_bytes() == b"stand-in for the official file"
-    status = demo_weights.weights_status(models, manifest)
+    status = demo_weights.weights_status(models, official_files)
     assert status.pop("sample_patch_model.p") == "official"
     assert set(status.values()) == {"demo"}
     assert "sample_patch_model.p" not in (models / demo_weights.MARKER_NAME).read_text()

@@ -11,12 +11,12 @@ outside the checkout, without PYTHONPATH, so nothing can be picked up from the s
 """
 
 import ast
-import csv
 import importlib.metadata
 import os
 import re
 import shutil
 import site
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +30,8 @@ except ImportError:  # Python < 3.11
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "breast_cancer_classifier"
-SUBCOMMANDS = ("run", "single", "dicom", "exam-list", "visualize", "evaluate", "download",
-               "demo-weights")
+SUBCOMMANDS = ("run", "single", "demo", "dicom", "exam-list", "visualize", "evaluate",
+               "download", "demo-weights")
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input"]
 
 
@@ -56,6 +56,8 @@ def _parent_site_dirs():
     dirs = list(site.getsitepackages())
     if site.ENABLE_USER_SITE and site.getusersitepackages():
         dirs.append(site.getusersitepackages())
+    # and those that .pth files there add (a virtual environment layered on another one)
+    dirs += [d for d in sys.path if Path(d).name in ("site-packages", "dist-packages")]
     return [d for d in dict.fromkeys(dirs) if Path(d).is_dir() and Path(d).resolve() != REPO]
 
 
@@ -139,6 +141,7 @@ def test_wheel_installs_every_subpackage(installed):
     packages = {f.rsplit("/", 1)[0].replace("/", ".") for f in found
                 if f.endswith("/__init__.py")}
     assert expected <= packages, f"packages missing from the wheel: {sorted(expected - packages)}"
+    assert f"{PACKAGE}/tools/official_files.tsv" in found, "bcc download's list is not in the wheel"
 
 
 def test_installed_bcc_help(installed):
@@ -151,54 +154,63 @@ def test_installed_bcc_help(installed):
         assert flag in run.stdout, f"bcc run --help does not name {flag}:\n{run.stdout}"
 
 
-# The end-to-end check of the installed command on one sample exam (4 images, demo weights,
-# one epoch, CPU). It fails until `bcc run` exists (breast_cancer_classifier/bcc.py).
-def test_installed_bcc_runs_one_sample_exam(installed, tmp_path, monkeypatch):
-    from breast_cancer_classifier.core.exam_list import load_exam_list, save_exam_list
+def _closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# `pip install` alone: in an empty folder, with $BCC_HOME as the only setting, the installed
+# commands find their file list (package data), write demo weights to $BCC_HOME/models, run
+# the whole pipeline on a generated sample exam (one exam, one epoch: the cheapest demo), and
+# `bcc run` without weight flags finds the same weights there.
+def test_installed_demo_from_an_empty_folder(installed, tmp_path):
     from breast_cancer_classifier.core.views import LABELS
-    from breast_cancer_classifier.tools import demo_weights
     from breast_cancer_classifier.tools.evaluate import load_predictions
 
-    images = tmp_path / "sample" / "images"
-    images.mkdir(parents=True)
-    pngs = sorted((REPO / "sample_data" / "images").glob("0_*.png"))
-    assert len(pngs) == 4, pngs
-    for png in pngs:
-        shutil.copy2(png, images / png.name)
-    exam = load_exam_list(REPO / "sample_data" / "exam_list_before_cropping.pkl")[0]
-    assert sorted(name for view in ("L-CC", "R-CC", "L-MLO", "R-MLO") for name in exam[view]) \
-        == sorted(png.stem for png in pngs)
-    exam_list = tmp_path / "sample" / "exam_list_before_cropping.pkl"
-    save_exam_list([exam], exam_list)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bcc_home = tmp_path / "bcc_home"
+    env = dict(installed.env, BCC_HOME=str(bcc_home), BCC_NO_PROGRESS="1")
+    env.pop("BCC_DOWNLOAD_BASE_URL", None)
 
-    models = tmp_path / "models"
-    models.mkdir()
-    # Random (demo) weights in the official formats; a smaller BatchNorm calibration than
-    # the command's (tests/test_demo_weights.py does the same) saves half a minute.
-    monkeypatch.setattr(demo_weights, "WINDOW_SCALE", 0.05)
-    monkeypatch.setattr(demo_weights, "PATCHES_PER_IMAGE", 1)
-    demo_weights.write_demo_weights(models)
-    out = tmp_path / "out"
+    def bcc(*args, timeout=300):
+        return _run([installed.bcc, *args], empty, env, timeout)
 
-    result = installed.run(
-        installed.bcc, "run", "--exam-list", exam_list, "--data-folder", images,
-        "--output-dir", out, "--device-type", "cpu", "--num-epochs", "1",
-        "--patch-model-path", models / "sample_patch_model.p",
-        "--image-model-path", models / "sample_image_model.p",
-        "--imageheatmaps-model-path", models / "sample_imageheatmaps_model.p",
-        timeout=1800)
-    _check(result, "bcc run")
-    for name in ("image_predictions.csv", "imageheatmaps_predictions.csv"):
-        path = out / name
-        assert path.is_file(), f"bcc run wrote no {name}; {out} holds " \
-                               f"{sorted(p.name for p in out.iterdir()) if out.is_dir() else []}"
-        with open(path, newline="") as f:
-            rows = list(csv.reader(f))
-        assert len(rows) == 2, f"{path}: expected a header and one row, found {rows}"
-        assert tuple(rows[0]) == LABELS, f"{path}: header {rows[0]}"
-        predictions = load_predictions(path, expected_rows=1, source="the one-exam list")
+    assert "usage: bcc download" in _check(bcc("download", "--help"), "bcc download --help").stdout
+    # No network here: the download must fail for that reason only, its list read from the
+    # wheel and its files bound for $BCC_HOME/models.
+    offline = bcc("download", "--base-url", f"http://127.0.0.1:{_closed_port()}/raw",
+                  "--timeout", "5")
+    assert offline.returncode == 1, offline.stderr
+    assert "network seems unreachable" in offline.stderr, offline.stderr
+    assert str(bcc_home / "models" / "sample_patch_model.p") in offline.stderr
+
+    weights = _check(bcc("demo-weights", timeout=900), "bcc demo-weights")
+    assert f"models folder {bcc_home / 'models'} ($BCC_HOME)" in weights.stderr
+    assert (bcc_home / "models" / "DEMO_WEIGHTS.txt").is_file()
+
+    demo = _check(bcc("demo", "--num-exams", "1", "--num-epochs", "1", "--device-type", "cpu",
+                      "--num-processes", "1", timeout=1800), "bcc demo")
+    out = empty / "bcc_demo" / "output"
+    assert "DEMO WEIGHTS (untrained)" in demo.stdout and str(out) in demo.stdout
+    csvs = {name: (out / name).read_bytes()
+            for name in ("image_predictions.csv", "imageheatmaps_predictions.csv")}
+    for name in csvs:
+        predictions = load_predictions(out / name, expected_rows=1, source="the demo")
         assert predictions.shape == (1, len(LABELS))
-        assert ((predictions >= 0) & (predictions <= 1)).all(), f"{path}: {rows[1]}"
+        assert ((predictions >= 0) & (predictions <= 1)).all(), f"{name}: {predictions}"
+        assert f"predictions: {out / name}" in demo.stdout
+
+    # Without weight flags `bcc run` takes $BCC_HOME/models: the demo's run continues with
+    # the same weights (another file would change weights_sha256 and be refused, exit 2).
+    sample = empty / "bcc_demo" / "sample_data"
+    _check(bcc("run", "--continue", "--exam-list", sample / "exam_list_before_cropping.pkl",
+               "--data-folder", sample / "images", "--output-dir", out, "--num-epochs", "1",
+               "--device-type", "cpu", "--num-processes", "1", timeout=600),
+           "bcc run --continue without weight flags")
+    assert {name: (out / name).read_bytes() for name in csvs} == csvs
+    assert sorted(p.name for p in empty.iterdir()) == ["bcc_demo"]
 
 
 # --------------------------------------------------------------------------- dependencies

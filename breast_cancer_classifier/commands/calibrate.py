@@ -12,11 +12,9 @@ import argparse
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
 from breast_cancer_classifier.tools import calibration
 
-PROG = "calibrate"
 
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--predictions", "--predictions-path", dest="predictions_path",
                         required=True, help="predictions CSV (one row per exam, exam-list order)")
     parser.add_argument("--labels", "--labels-path", dest="labels_path", required=True,
@@ -44,10 +42,11 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     if args.folds < 2:
-        build_parser().error("--folds must be at least 2")
+        parser.error("--folds must be at least 2")
 
     def body():
         result = calibration.calibrate_files(
@@ -57,7 +56,7 @@ def main(argv=None):
         print(calibration.summary_markdown(result), end="")
         return 0
 
-    run_cli(PROG, body)
+    run_cli(parser.prog, body)
 
 
 if __name__ == "__main__":

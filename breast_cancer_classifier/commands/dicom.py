@@ -1,4 +1,4 @@
-"""Convert a folder of DICOM screening mammograms into 16-bit PNGs and an exam list.
+"""Convert DICOM screening mammograms into 16-bit PNGs and an exam list.
 
 Every file under --dicom-folder is examined; 2-D FOR PRESENTATION mammograms (Modality MG)
 of CC and MLO views become <output-data-folder>/<patient>_<date>_<L|R>_<CC|MLO>.png and are
@@ -15,8 +15,8 @@ from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
 from breast_cancer_classifier.tools.dicom import dicom_to_exam_list
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="dicom_to_exam_list", description=__doc__,
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dicom-folder", required=True,
                         help="folder searched recursively for DICOM files")
@@ -39,9 +39,10 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_cli("dicom_to_exam_list", lambda: dicom_to_exam_list(
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    run_cli(parser.prog, lambda: dicom_to_exam_list(
         args.dicom_folder, args.output_data_folder, args.exam_list_path,
         num_processes=args.num_processes, report_path=args.report,
         apply_voi_lut=args.apply_voi_lut, overwrite=args.overwrite,

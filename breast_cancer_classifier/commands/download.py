@@ -1,36 +1,41 @@
-"""Download the official checkpoints (and, with --sample-images, the original sample exams)
-from the original repository at the commit pinned in models/official_files.tsv, verifying
-each file's git blob SHA-1 before moving it into place.
+"""Download the official weights (and optionally the original sample exams), verified.
+
+The files are those of the original repository at the commit pinned in the package's
+``official_files.tsv``; each is checked against its git blob SHA-1 before it is moved into
+place. Without ``--models-dir`` the weights go to the home folder's ``models/``
+(``$BCC_HOME/models``, this checkout's ``models/``, or the user data folder: core/home.py),
+which is printed.
 """
 
 import argparse
 
-from breast_cancer_classifier.tools import download
-from breast_cancer_classifier.cli import run_cli
+from breast_cancer_classifier.cli import add_models_dir_flag, models_dir_of, run_cli
+from breast_cancer_classifier.core.home import official_sample_dir
 from breast_cancer_classifier.core.runtime import log
+from breast_cancer_classifier.tools import download
 
 
-def build_parser():
+def build_parser(prog=None):
     parser = argparse.ArgumentParser(
-        prog="download_files",
+        prog=prog,
         description="Fetch the official weights (and optionally the original sample exams), "
                     "verified by git blob SHA-1. Files already present and verified are "
                     "skipped.")
-    parser.add_argument("--models-dir", default=str(download.DEFAULT_MODELS_DIR),
-                        help="where the five checkpoints go (default: models/ of this repository)")
+    add_models_dir_flag(parser, "where the five checkpoints go")
     parser.add_argument("--sample-images", action="store_true",
                         help="also fetch the original's 16 sample images and exam list")
     parser.add_argument("--no-weights", action="store_true",
                         help="do not fetch the checkpoints (use with --sample-images)")
-    parser.add_argument("--sample-dir", default=str(download.DEFAULT_SAMPLE_DIR),
+    parser.add_argument("--sample-dir",
                         help="where the sample exams go: images/ and "
                              "exam_list_before_cropping.pkl (default: official_sample_data/ "
-                             "of this repository)")
+                             "of the home folder)")
     parser.add_argument("--base-url", default=None,
                         help="download from <base-url>/<commit>/<path> (default: "
                              f"${download.BASE_URL_ENV} if set, else {download.DEFAULT_BASE_URL})")
-    parser.add_argument("--manifest", default=str(download.MANIFEST_PATH),
-                        help="list of official files and hashes (default: models/official_files.tsv)")
+    parser.add_argument("--official-files", default=str(download.OFFICIAL_FILES_PATH),
+                        help="list of the official files and their hashes (default: the "
+                             "package's official_files.tsv)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for the server (default: 60)")
     parser.add_argument("--overwrite", action="store_true",
@@ -42,31 +47,32 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     weights, sample_data = not args.no_weights, args.sample_images
 
     def body():
         if not (weights or sample_data):
-            log.error("download_files: nothing selected (--no-weights without --sample-images)")
+            log.error("%s: nothing selected (--no-weights without --sample-images)",
+                      parser.prog)
             return 2
+        folder = models_dir_of(args, parser.prog) if weights else None
+        if sample_data and args.sample_dir is None:
+            log.info("%s: sample exams folder %s", parser.prog, official_sample_dir())
         if args.check:
             verified, missing = download.check_official_files(
-                weights, sample_data, args.models_dir, args.sample_dir, args.manifest)
+                weights, sample_data, folder, args.sample_dir, args.official_files)
             for path in missing:
                 log.info("%s: missing or not the official file", path)
-            log.info("download_files: %d file(s) verified, %d missing", len(verified),
+            log.info("%s: %d file(s) verified, %d missing", parser.prog, len(verified),
                      len(missing))
             return 1 if missing else 0
         downloaded, skipped = download.download_official_files(
-            weights, sample_data, args.models_dir, args.sample_dir, args.base_url,
-            args.manifest, args.timeout, args.overwrite)
-        log.info("download_files: %d file(s) downloaded, %d already present", len(downloaded),
-                 len(skipped))
+            weights, sample_data, folder, args.sample_dir, args.base_url,
+            args.official_files, args.timeout, args.overwrite)
+        log.info("%s: %d file(s) downloaded, %d already present", parser.prog,
+                 len(downloaded), len(skipped))
         return 0
 
-    run_cli("download_files", body)
-
-
-if __name__ == "__main__":
-    main()
+    run_cli(parser.prog, body)

@@ -1,4 +1,6 @@
-"""Score a predictions CSV against labels: breast-level ROC AUC and PR AUC with bootstrap CIs.
+"""Score a predictions CSV against labels (ROC and PR AUC, bootstrap intervals).
+
+Breast-level ROC AUC and PR AUC with bootstrap confidence intervals:
 
     python src/utilities/evaluate.py --predictions sample_output/image_predictions.csv \
         --labels labels.csv --output-dir sample_output/evaluation
@@ -13,11 +15,9 @@ import argparse
 from breast_cancer_classifier.tools import evaluate, operating_points
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
 
-PROG = "evaluate"
 
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--predictions", "--predictions-path", dest="predictions_path",
                         required=True, help="predictions CSV (one row per exam, exam-list order)")
     parser.add_argument("--labels", "--labels-path", dest="labels_path", required=True,
@@ -50,13 +50,14 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     if args.n_bootstrap < 0 or not 0 < args.confidence < 1:
-        build_parser().error("--n-bootstrap must be >= 0 and --confidence between 0 and 1")
+        parser.error("--n-bootstrap must be >= 0 and --confidence between 0 and 1")
     targets = args.target_sensitivity + args.target_specificity
     if any(not 0 <= t <= 1 for t in targets):
-        build_parser().error("--target-sensitivity and --target-specificity must be in [0, 1]")
+        parser.error("--target-sensitivity and --target-specificity must be in [0, 1]")
     operating = None
     if targets or args.threshold:
         operating = {"target_sensitivity": args.target_sensitivity,
@@ -72,7 +73,7 @@ def main(argv=None):
         print(evaluate.summary_markdown(result, f"Evaluation of {args.predictions_path}"), end="")
         return 0
 
-    run_cli(PROG, body)
+    run_cli(parser.prog, body)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
 from breast_cancer_classifier.tools.make_exam_list import make_exam_list
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="make_exam_list", description=__doc__,
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input-data-folder", required=True,
                         help="folder holding the PNGs (file paths are relative to it)")
@@ -33,9 +33,10 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_cli("make_exam_list", lambda: make_exam_list(
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    run_cli(parser.prog, lambda: make_exam_list(
         args.input_data_folder, args.exam_list_path, manifest_path=args.manifest,
         report_path=args.report, horizontal_flip=args.horizontal_flip,
         num_processes=args.num_processes, overwrite=args.overwrite).exit_code)

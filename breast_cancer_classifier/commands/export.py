@@ -1,4 +1,4 @@
-"""Export every network (ONNX, torch.export programs, TF SavedModels), each checked on real inputs.
+"""Export every network (ONNX, .pt2, TF SavedModel), each checked on real inputs.
 
     python src/utilities/export_models.py --output-dir exported_models
     bcc export --output-dir exported_models --networks patch,single_image --formats onnx,pt2
@@ -14,16 +14,14 @@ from breast_cancer_classifier.core.views import VIEWS
 from breast_cancer_classifier.tools import export
 from breast_cancer_classifier.tools.export_networks import NETWORKS
 
-PROG = "export"
-
 
 def _names(text):
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def build_parser():
+def build_parser(prog=None):
     defaults = export.ExportSettings()
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--output-dir", required=True, help="folder for the exported files")
     parser.add_argument("--networks", type=_names, default=list(NETWORKS),
                         help=f"comma-separated, default all: {','.join(NETWORKS)}")
@@ -63,8 +61,9 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
     settings = export.ExportSettings(
         patch_model_path=args.patch_model_path, image_model_path=args.image_model_path,
         imageheatmaps_model_path=args.imageheatmaps_model_path,
@@ -73,7 +72,7 @@ def main(argv=None):
         check_exam=args.check_exam, check_heatmaps=args.check_heatmaps,
         window_scale=args.window_scale, patch_tolerance=args.patch_tolerance,
         classifier_tolerance=args.classifier_tolerance, trust_checkpoint=args.trust_checkpoint)
-    run_cli(PROG, lambda: export.export_all(
+    run_cli(parser.prog, lambda: export.export_all(
         args.output_dir, settings, args.networks, args.formats or list(export.FORMATS),
         formats_explicit=args.formats is not None, overwrite=args.overwrite))
 

@@ -1,4 +1,6 @@
-"""Fine-tune the exam classifiers on your own labelled exams; writes best.p, last.p, metrics.
+"""Fine-tune the exam classifiers on your own labelled exams.
+
+Writes best.p, last.p and metrics.csv:
 
     bcc finetune --exam-list my_data/exam_list.pkl --data-folder my_data/images \
         --output-dir my_finetune --init models/sample_image_model.p --model-mode view_split
@@ -13,15 +15,14 @@ import argparse
 from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,
                                           add_precision_flag, add_trust_flag, positive_int,
                                           run_cli)
+from breast_cancer_classifier.core.home import default_weight_path
 from breast_cancer_classifier.tools.finetune import FinetuneSettings, finetune
-from breast_cancer_classifier.tools.finetune.run import DEFAULT_PATCH_MODEL
-
-PROG = "finetune"
+from breast_cancer_classifier.tools.finetune.run import PATCH_MODEL_NAME
 
 
-def build_parser():
+def build_parser(prog=None):
     d = FinetuneSettings()
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--exam-list", required=True,
                         help="training exam list before cropping (pickle or .json)")
     parser.add_argument("--data-folder", required=True, help="folder of the input PNGs")
@@ -64,7 +65,7 @@ def build_parser():
     add_precision_flag(parser)
     parser.add_argument("--cache-dir", help="stages 1-3 cache (default OUTPUT/cache); "
                         "reused by later runs over the same exams")
-    parser.add_argument("--patch-model-path", default=DEFAULT_PATCH_MODEL,
+    parser.add_argument("--patch-model-path", default=default_weight_path(PATCH_MODEL_NAME),
                         help="patch classifier for the heatmaps (with --use-heatmaps)")
     parser.add_argument("--num-processes", type=positive_int, default=1,
                         help="processes for stages 1-2 (default 1)")
@@ -90,8 +91,9 @@ def settings_from(args):
         precision=args.precision)
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
 
     def body():
         return finetune(args.exam_list, args.data_folder, args.output_dir, args.init,
@@ -103,7 +105,7 @@ def main(argv=None):
                         num_processes=args.num_processes, resume=args.resume,
                         overwrite=args.overwrite, stop_after_epoch=args.stop_after_epoch)
 
-    run_cli(PROG, body)
+    run_cli(parser.prog, body)
 
 
 if __name__ == "__main__":

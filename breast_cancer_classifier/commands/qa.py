@@ -1,5 +1,7 @@
-"""Check one's own data before the model runs: bit depth, inversion, horizontal_flip, crop
-size, breast area, intensities, missing views (docs/qa.md).
+"""Check the images of an exam list before the model runs.
+
+The checks (docs/qa.md): bit depth, inversion, horizontal_flip, crop size, breast area,
+intensities, missing views.
 
     python src/utilities/check_data.py --exam-list sample_data/exam_list_before_cropping.pkl \
         --data-folder sample_data/images --output qa.csv
@@ -16,11 +18,9 @@ import argparse
 from breast_cancer_classifier.cli import add_overwrite_flag, positive_int, run_cli
 from breast_cancer_classifier.core.qa import check_files
 
-PROG = "check_data"
 
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--exam-list", "--exam-list-path", dest="exam_list", required=True,
                         help="exam list before cropping, or stage 1's cropped exam list")
     parser.add_argument("--data-folder", required=True,
@@ -32,9 +32,10 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_cli(PROG, lambda: check_files(args.exam_list, args.data_folder, args.output,
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    run_cli(parser.prog, lambda: check_files(args.exam_list, args.data_folder, args.output,
                                       num_processes=args.num_processes,
                                       overwrite=args.overwrite))
 

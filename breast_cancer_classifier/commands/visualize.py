@@ -1,4 +1,4 @@
-"""Draw heatmap overlay pictures: per exam one PNG, or one PNG of a single image.
+"""Draw heatmap overlay pictures of exams (one PNG each) or of a single image.
 
 Exams (run.sh outputs):
     python src/utilities/visualize.py --exam-list-path sample_output/data.pkl \
@@ -18,12 +18,10 @@ import math
 from breast_cancer_classifier.tools import visualize
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
 
-PROG = "visualize"
 
-
-def build_parser():
+def build_parser(prog=None):
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__.split("\n")[0],
+        prog=prog, description=__doc__.split("\n")[0],
         epilog="Give --exam-list-path for exams, or --single-output-dir / "
                "--cropped-mammogram-path for one image.")
     exams = parser.add_argument_group("exams")
@@ -76,8 +74,8 @@ def _single_paths(parser, args):
     return paths, output
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if not (math.isfinite(args.heatmap_max) and args.heatmap_max > 0):
         parser.error("--heatmap-max must be a positive number")
@@ -104,7 +102,7 @@ def main(argv=None):
                 args.heatmaps_path, args.predictions_path, args.use_hdf5, args.heatmap_max,
                 args.overwrite, args.note)
 
-    run_cli(PROG, body)
+    run_cli(parser.prog, body)
 
 
 if __name__ == "__main__":

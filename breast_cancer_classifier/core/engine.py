@@ -29,6 +29,7 @@ import numpy as np
 
 from . import formats
 from .errors import InputImageError
+from .home import weight_default
 from .prefetch import prefetch
 from .runtime import (GLIBC_DEFAULT_MMAP_MAX, M_MMAP_MAX, M_MMAP_THRESHOLD, glibc_malloc_trim,
                       glibc_mallopt)
@@ -44,9 +45,9 @@ CLASSIFIER_STAGES = (IMAGE_STAGE, IMAGEHEATMAPS_STAGE)
 class EngineSettings(ComputeSettings):
     """The exam pipeline's settings: run.sh's weights, and augmentation on (SPEC 8)."""
 
-    patch_model_path: str = "models/sample_patch_model.p"
-    image_model_path: str = "models/sample_image_model.p"
-    imageheatmaps_model_path: str = "models/sample_imageheatmaps_model.p"
+    patch_model_path: str = weight_default("sample_patch_model.p")
+    image_model_path: str = weight_default("sample_image_model.p")
+    imageheatmaps_model_path: str = weight_default("sample_imageheatmaps_model.p")
     use_augmentation: bool = True
 
     def weight_paths(self):

@@ -29,6 +29,7 @@ from .failures import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL
 from .hashing import file_sha256
 from .plan import load_plan, make_plan, save_plan
 from .qa import check_run
+from .run_lock import locks_output_dir
 from .run_record import (RunRecord, command_line, exam_list_digest, library_versions,
                          worker_name)
 from .runtime import log, parallel_map, progress
@@ -271,6 +272,7 @@ class ExamProgress:
         self.bar.close()
 
 
+@locks_output_dir  # a second run on the folder exits 2 (core.run_lock)
 def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_processes=10,
                  resume=False, overwrite=False, exams=None, engine_factory=None,
                  executor=None):

@@ -13,6 +13,7 @@ from pathlib import Path
 from . import formats
 from .errors import ExamListError
 from .exam_list import save_metadata
+from .home import weight_default
 from .settings import ComputeSettings
 from .stages.cropping import crop_mammogram_array, single_metadata
 from .stages.centers import get_optimal_center
@@ -26,9 +27,9 @@ SINGLE_FILES = ("cropped.png", "cropped_metadata.pkl", "malignant_heatmap.hdf5",
 class SingleSettings(ComputeSettings):
     """run_single.sh's weights and flip (SPEC 8 and 9); the quirk of SPEC 9 unless asked."""
 
-    patch_model_path: str = "models/sample_patch_model.p"
-    image_model_path: str = "models/ImageOnly__ModeImage_weights.p"
-    imageheatmaps_model_path: str = "models/ImageHeatmaps__ModeImage_weights.p"
+    patch_model_path: str = weight_default("sample_patch_model.p")
+    image_model_path: str = weight_default("ImageOnly__ModeImage_weights.p")
+    imageheatmaps_model_path: str = weight_default("ImageHeatmaps__ModeImage_weights.p")
     horizontal_flip: str = "NO"
     proper_mirroring: bool = False
 

@@ -23,14 +23,15 @@ DEMO_FILES = OrderedDict([
 MARKER_TEXT = """\
 DEMO WEIGHTS: NOT TRAINED. THE NUMBERS THEY PRODUCE ARE NOT PREDICTIONS.
 
-The files listed below were made by src/utilities/make_demo_weights.py (seed {seed}):
+The files listed below were made by `bcc demo-weights` (seed {seed}):
 random initialisation, with BatchNorm statistics measured on synthetic phantoms, saved in
 the original release's checkpoint formats so that the whole pipeline can run without the
 official weights. Nothing they output says anything about any mammogram.
 
 To get the official weights run
-    python src/utilities/download_files.py
-which replaces the files listed here and removes this note when none are left.
+    bcc download --models-dir <this folder>
+(`make download` in a checkout), which replaces the files listed here and removes this
+note when none are left.
 
 # file<TAB>git blob SHA-1 of the demo file
 """

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..core.checkpoints.classifier import with_column_aliases
 from ..core.hashing import git_blob_sha1
-from .download import DEFAULT_MODELS_DIR, MANIFEST_PATH, verified_official_weights
+from .download import OFFICIAL_FILES_PATH, verified_official_weights
 from ..core.errors import OutputExistsError
 from .demo_marker import (DEMO_FILES, MARKER_NAME, _marker_seed, _read_marker, _write_marker,  # noqa: F401
                           demo_weight_files, forget_demo_weights)
@@ -152,10 +152,10 @@ def _calibration_windows(view, channels, seed, window_scale):
 
 # --------------------------------------------------------------------------- files
 
-def weights_status(models_dir=DEFAULT_MODELS_DIR, manifest_path=MANIFEST_PATH):
+def weights_status(models_dir, official_files_path=OFFICIAL_FILES_PATH):
     """``{name: 'official' | 'demo' | 'missing' | 'other'}`` for the five checkpoints."""
     models_dir = Path(models_dir)
-    official = verified_official_weights(models_dir, manifest_path)
+    official = verified_official_weights(models_dir, official_files_path)
     demo = demo_weight_files(models_dir)
     return {name: ("official" if name in official else "demo" if name in demo
                    else "other" if (models_dir / name).exists() else "missing")
@@ -163,18 +163,18 @@ def weights_status(models_dir=DEFAULT_MODELS_DIR, manifest_path=MANIFEST_PATH):
 
 
 
-def write_demo_weights(models_dir=DEFAULT_MODELS_DIR, seed=DEMO_SEED, overwrite=False,
-                       manifest_path=MANIFEST_PATH):
+def write_demo_weights(models_dir, seed=DEMO_SEED, overwrite=False,
+                       official_files_path=OFFICIAL_FILES_PATH):
     """Write the demo checkpoints that are missing; returns ``(written, kept)`` paths.
 
-    Official files (verified against the manifest) are never replaced, not even with
+    Official files (verified against ``official_files.tsv``) are never replaced, not even with
     ``overwrite``; demo files already made with ``seed`` are kept; any other existing file
     of the same name is refused unless ``overwrite``.
     """
     import torch
 
     models_dir = Path(models_dir)
-    status = weights_status(models_dir, manifest_path)
+    status = weights_status(models_dir, official_files_path)
     recorded = {name: sha1 for name, sha1 in _read_marker(models_dir).items()
                 if status.get(name) == "demo"}
     same_seed = _marker_seed(models_dir) == seed

@@ -1,6 +1,6 @@
 """Fetch the original release's files (weights, sample exams), each verified before use.
 
-``models/official_files.tsv`` (a copy kept in this repository) lists the files of the
+``official_files.tsv`` (package data beside this module) lists the files of the
 original repository at one pinned commit with their git blob SHA-1
 (``sha1(b"blob <size>\\0" + content)``, what ``git hash-object FILE`` prints). Each file is
 streamed from ``<base>/<commit>/<path>`` (GitHub's raw address by default) into a temporary
@@ -25,13 +25,11 @@ from pathlib import Path
 from ..core.errors import DownloadError
 from ..core.formats import atomic_path
 from ..core.hashing import git_blob_sha1
+from ..core.home import models_dir as default_models_dir, official_sample_dir
 from ..core.runtime import log, progress
 from .demo_marker import demo_weight_files, forget_demo_weights
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MANIFEST_PATH = REPO_ROOT / "models" / "official_files.tsv"
-DEFAULT_MODELS_DIR = REPO_ROOT / "models"
-DEFAULT_SAMPLE_DIR = REPO_ROOT / "official_sample_data"
+OFFICIAL_FILES_PATH = Path(__file__).with_name("official_files.tsv")
 DEFAULT_BASE_URL = "https://github.com/nyukat/breast_cancer_classifier/raw"
 BASE_URL_ENV = "BCC_DOWNLOAD_BASE_URL"
 WEIGHTS_PREFIX, SAMPLE_PREFIX = "models/", "sample_data/"
@@ -54,7 +52,8 @@ class OfficialFile:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class OfficialRelease:
+    """The original release's files (weights and sample exams) at one pinned commit."""
     commit: str
     files: tuple
 
@@ -65,8 +64,8 @@ class Manifest:
                 or (sample_data and f.path.startswith(SAMPLE_PREFIX))]
 
 
-# --------------------------------------------------------------------------- manifest, hashes
-def read_manifest(path=MANIFEST_PATH):
+# --------------------------------------------------------------------------- the list, hashes
+def read_official_files(path=OFFICIAL_FILES_PATH):
     """Parse ``official_files.tsv``: ``# ... commit <40 hex> ...`` then ``path<TAB>sha1`` lines."""
     path = Path(path)
     try:
@@ -86,8 +85,7 @@ def read_manifest(path=MANIFEST_PATH):
             files.append(OfficialFile(fields[0].strip(), fields[1].strip()))
     if commit is None:
         raise DownloadError(f"{path}: no '# ... commit <40 hex digits>' header line")
-    return Manifest(commit, tuple(files))
-
+    return OfficialRelease(commit, tuple(files))
 
 
 def is_verified(path, blob_sha1):
@@ -95,11 +93,12 @@ def is_verified(path, blob_sha1):
     return Path(path).is_file() and git_blob_sha1(path) == blob_sha1
 
 
-def destination(official_file, models_dir=DEFAULT_MODELS_DIR, sample_dir=DEFAULT_SAMPLE_DIR):
-    """Where a file goes: ``models/X`` → ``models_dir/X``, ``sample_data/Y`` → ``sample_dir/Y``."""
+def destination(official_file, models_dir=None, sample_dir=None):
+    """Where a file goes: ``models/X`` → ``models_dir/X``, ``sample_data/Y`` → ``sample_dir/Y``
+    (by default the home folder's, :mod:`core.home`)."""
     if official_file.path.startswith(WEIGHTS_PREFIX):
-        return Path(models_dir) / official_file.path[len(WEIGHTS_PREFIX):]
-    return Path(sample_dir) / official_file.path[len(SAMPLE_PREFIX):]
+        return Path(models_dir or default_models_dir()) / official_file.path[len(WEIGHTS_PREFIX):]
+    return Path(sample_dir or official_sample_dir()) / official_file.path[len(SAMPLE_PREFIX):]
 
 
 def file_url(base_url, commit, path):
@@ -110,10 +109,10 @@ def resolve_base_url(base_url=None):
     return base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
 
 
-def verified_official_weights(models_dir=DEFAULT_MODELS_DIR, manifest_path=MANIFEST_PATH):
+def verified_official_weights(models_dir, official_files_path=OFFICIAL_FILES_PATH):
     """Names of the checkpoints in ``models_dir`` that are the official files, hash-checked."""
-    manifest = read_manifest(manifest_path)
-    return {f.name for f in manifest.select(weights=True)
+    release = read_official_files(official_files_path)
+    return {f.name for f in release.select(weights=True)
             if is_verified(destination(f, models_dir), f.blob_sha1)}
 
 
@@ -149,9 +148,9 @@ def fetch_verified(url, dest, blob_sha1, timeout=60.0):
                 "serve the official file")
 
 
-def download_official_files(weights=True, sample_data=False, models_dir=DEFAULT_MODELS_DIR,
-                            sample_dir=DEFAULT_SAMPLE_DIR, base_url=None,
-                            manifest_path=MANIFEST_PATH, timeout=60.0, overwrite=False):
+def download_official_files(weights=True, sample_data=False, models_dir=None, sample_dir=None,
+                            base_url=None, official_files_path=OFFICIAL_FILES_PATH, timeout=60.0,
+                            overwrite=False):
     """Fetch and verify the selected official files; returns ``(downloaded, skipped)`` paths.
 
     Present, verified files are skipped. A present file that is not the official one is
@@ -159,9 +158,10 @@ def download_official_files(weights=True, sample_data=False, models_dir=DEFAULT_
     is set. Per-file failures are collected and raised together as :class:`DownloadError`;
     an unreachable network stops at once with the list of files to fetch by hand.
     """
-    manifest = read_manifest(manifest_path)
+    release = read_official_files(official_files_path)
     base_url = resolve_base_url(base_url)
-    wanted = manifest.select(weights=weights, sample_data=sample_data)
+    wanted = release.select(weights=weights, sample_data=sample_data)
+    models_dir = models_dir or default_models_dir()
     demo = set(demo_weight_files(models_dir)) if weights else set()
     downloaded, skipped, failed = [], [], []
     for position, official in enumerate(wanted):
@@ -176,14 +176,14 @@ def download_official_files(weights=True, sample_data=False, models_dir=DEFAULT_
                           f"{git_blob_sha1(dest)}, expected {official.blob_sha1}); move it "
                           "away or pass --overwrite to replace it")
             continue
-        url = file_url(base_url, manifest.commit, official.path)
+        url = file_url(base_url, release.commit, official.path)
         try:
             fetch_verified(url, dest, official.blob_sha1, timeout)
         except DownloadError as err:
             failed.append(str(err))
             continue
         except _NETWORK_ERRORS as err:
-            remaining = [(file_url(base_url, manifest.commit, f.path), d)
+            remaining = [(file_url(base_url, release.commit, f.path), d)
                          for f in wanted[position:]
                          if not is_verified(d := destination(f, models_dir, sample_dir),
                                             f.blob_sha1)]
@@ -210,12 +210,12 @@ def _unreachable_message(url, err, remaining):
             f"and run it again to verify them:\n  {by_hand}")
 
 
-def check_official_files(weights=True, sample_data=False, models_dir=DEFAULT_MODELS_DIR,
-                         sample_dir=DEFAULT_SAMPLE_DIR, manifest_path=MANIFEST_PATH):
+def check_official_files(weights=True, sample_data=False, models_dir=None, sample_dir=None,
+                         official_files_path=OFFICIAL_FILES_PATH):
     """``(verified, missing)`` destination paths of the selected files, without downloading."""
-    manifest = read_manifest(manifest_path)
+    release = read_official_files(official_files_path)
     verified, missing = [], []
-    for official in manifest.select(weights=weights, sample_data=sample_data):
+    for official in release.select(weights=weights, sample_data=sample_data):
         dest = destination(official, models_dir, sample_dir)
         (verified if is_verified(dest, official.blob_sha1) else missing).append(dest)
     return verified, missing

@@ -30,6 +30,7 @@ import numpy as np
 from ..core import formats
 from ..core.errors import OutputExistsError, SettingsError
 from ..core.failures import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL
+from ..core.home import weight_default
 from ..core.runtime import log
 from . import export_networks as nets
 
@@ -47,11 +48,11 @@ TF_HINT = ("the savedmodel format needs TensorFlow and the Keras ports: pip inst
 class ExportSettings:
     """Weight files (run.sh's and run_single.sh's defaults), the check exam and tolerances."""
 
-    patch_model_path: str = "models/sample_patch_model.p"
-    image_model_path: str = "models/sample_image_model.p"
-    imageheatmaps_model_path: str = "models/sample_imageheatmaps_model.p"
-    image_mode_model_path: str = "models/ImageOnly__ModeImage_weights.p"
-    imageheatmaps_mode_model_path: str = "models/ImageHeatmaps__ModeImage_weights.p"
+    patch_model_path: str = weight_default("sample_patch_model.p")
+    image_model_path: str = weight_default("sample_image_model.p")
+    imageheatmaps_model_path: str = weight_default("sample_imageheatmaps_model.p")
+    image_mode_model_path: str = weight_default("ImageOnly__ModeImage_weights.p")
+    imageheatmaps_mode_model_path: str = weight_default("ImageHeatmaps__ModeImage_weights.p")
     view: str = "L-CC"  # the single-image networks' view
     check_exam: str = "sample_data/images/0"
     check_heatmaps: str = None

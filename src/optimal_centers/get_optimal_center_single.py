@@ -1,27 +1,13 @@
-"""Stage 2 for one image: add best_center to its metadata file (SPEC §9)."""
-import argparse
+"""Stage 2 for one image: add best_center to its metadata file (SPEC §9).
+
+Kept at the original's path; its flags are in commands/scripts/get_optimal_center_single.py.
+"""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from breast_cancer_classifier.core.stages.centers import (run_get_optimal_center_single)  # noqa: E402
-from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cropped-mammogram-path", required=True)
-    parser.add_argument("--metadata-path", required=True)
-    add_overwrite_flag(parser)
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_cli("get_optimal_center_single", lambda: run_get_optimal_center_single(
-        args.cropped_mammogram_path, args.metadata_path, args.overwrite))
-
+from breast_cancer_classifier.commands.scripts.get_optimal_center_single import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

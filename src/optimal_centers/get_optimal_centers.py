@@ -1,30 +1,13 @@
-"""Stage 2: the best center of each cropped image's model window (SPEC §5)."""
-import argparse
+"""Stage 2: the best center of each cropped image's model window (SPEC §5).
+
+Kept at the original's path; its flags are in commands/scripts/get_optimal_centers.py.
+"""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from breast_cancer_classifier.core.stages.centers import run_get_optimal_centers  # noqa: E402
-from breast_cancer_classifier.cli import add_overwrite_flag, run_cli  # noqa: E402
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cropped-exam-list-path", required=True)
-    parser.add_argument("--data-prefix", required=True, help="folder of the cropped PNGs")
-    parser.add_argument("--output-exam-list-path", required=True)
-    parser.add_argument("--num-processes", type=int, default=20)
-    add_overwrite_flag(parser)
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_cli("get_optimal_centers", lambda: run_get_optimal_centers(
-        args.cropped_exam_list_path, args.data_prefix, args.output_exam_list_path,
-        args.num_processes, args.overwrite))
-
+from breast_cancer_classifier.commands.scripts.get_optimal_centers import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -1,36 +1,13 @@
-"""Compare predictions on the official sample exams with the published ones (SPEC §11)."""
-import argparse
+"""Compare predictions on the official sample exams with the published ones (SPEC §11).
+
+Its flags are in commands/scripts/compare_published.py.
+"""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from breast_cancer_classifier.cli import run_cli  # noqa: E402
-from breast_cancer_classifier.tools.published import (TOLERANCE, compare_single_with_published,  # noqa: E402
-                                                      compare_with_published)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--image-predictions", required=True)
-    parser.add_argument("--imageheatmaps-predictions", required=True)
-    parser.add_argument("--single-predictions",
-                        help="run_single.sh's JSON lines for 0_L_CC (L-CC), optional")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE)
-    args = parser.parse_args(argv)
-
-    def body():
-        lines, worst = compare_with_published({"image": args.image_predictions,
-                                               "imageheatmaps": args.imageheatmaps_predictions})
-        if args.single_predictions:
-            more, single_worst = compare_single_with_published(args.single_predictions)
-            lines, worst = lines + more, max(worst, single_worst)
-        print("\n".join(lines))
-        verdict = "OK" if worst <= args.tolerance else "TOO LARGE"
-        print(f"\nlargest difference: {worst:.4f} (tolerance {args.tolerance}): {verdict}")
-        return 0 if worst <= args.tolerance else 1
-    run_cli("compare_published", body)
-
+from breast_cancer_classifier.commands.scripts.compare_published import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

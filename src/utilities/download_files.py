@@ -1,4 +1,4 @@
-"""Download the official checkpoints (and, with --sample-images, the original sample exams)
+"""Download the official checkpoints (and, optionally, the original sample exams), verified.
 
 Kept at the original's path; the same command is ``bcc download``.
 """

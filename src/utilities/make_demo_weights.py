@@ -1,4 +1,4 @@
-"""Write deterministic, UNTRAINED demo weights in the original checkpoint formats for the
+"""Write deterministic, UNTRAINED demo weights for the checkpoints missing from models/.
 
 Kept at the original's path; the same command is ``bcc demo-weights``.
 """

@@ -26,6 +26,7 @@ from ...core.checkpoints.classifier import load_classifier, save_classifier
 from ...core.errors import OutputExistsError, SettingsError
 from ...core.exam_list import save_exam_list
 from ...core.hashing import file_sha256
+from ...core.home import default_weight_path
 from ...core.run_record import command_line, library_versions
 from ...core.runtime import check_precision, log, resolve_device, use_full_fp32
 from ...core.views import LABELS
@@ -41,7 +42,7 @@ OUTPUTS = (BEST, LAST, METRICS, CURVES, STATE, SETTINGS_JSON, FAILURES, TRAIN_LI
 METRIC_COLUMNS = ("epoch", "columns_frozen", "lr_heads", "lr_columns", "train_loss",
                   "val_loss", "val_malignant_auc", "val_benign_auc", "best", "seconds")
 DEFAULT_VAL_FRACTION = 0.2
-DEFAULT_PATCH_MODEL = "models/sample_patch_model.p"
+PATCH_MODEL_NAME = "sample_patch_model.p"  # default_weight_path finds it (core.home)
 
 
 def prepare_output_dir(output_dir, resume, overwrite):
@@ -96,7 +97,7 @@ def gather_exams(exam_list_path, labels_path, val_exam_list_path, val_labels_pat
 
 def finetune(exam_list_path, data_folder, output_dir, init_path, settings, *,
              labels_path=None, val_exam_list_path=None, val_labels_path=None,
-             val_fraction=None, cache_dir=None, patch_model_path=DEFAULT_PATCH_MODEL,
+             val_fraction=None, cache_dir=None, patch_model_path=None,
              device_type="gpu", gpu_number=0, trust_checkpoint=False, num_processes=1,
              resume=False, overwrite=False, stop_after_epoch=None):
     """The ``bcc finetune`` command; returns the exit status (0, or 3 when exams were left
@@ -104,6 +105,7 @@ def finetune(exam_list_path, data_folder, output_dir, init_path, settings, *,
     import torch
 
     _check_settings(settings)
+    patch_model_path = patch_model_path or default_weight_path(PATCH_MODEL_NAME)
     root = Path(output_dir)
     prepare_output_dir(root, resume, overwrite)
     exams, labels, train, val = gather_exams(exam_list_path, labels_path, val_exam_list_path,

@@ -1,4 +1,4 @@
-"""Stage 1 and 2 scripts: failure policy, exit codes and output handling."""
+"""The stage 1 and 2 scripts (commands/scripts/, run at src/): exit codes and outputs."""
 
 import csv
 
