@@ -44,7 +44,7 @@ def subcommand_parsers():
     action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     parsers = {}
     for name, sub in action.choices.items():
-        module = getattr(bcc, "TOOLS", {}).get(name)
+        module = bcc.COMMANDS.get(name)
         if module:
             sub = importlib.import_module(f"breast_cancer_classifier.commands.{module}").build_parser()
         parsers[name] = sub

@@ -1,5 +1,7 @@
-"""DICOM results of a finished bcc run folder: a Mammography CAD SR per exam and an overlay
-Secondary Capture per source image, for a mammography workstation or a PACS.
+"""Write DICOM results of a finished run: a Mammography CAD SR per exam, overlay images.
+
+From a bcc run folder: a Mammography CAD SR per exam and an overlay Secondary Capture per
+source image, for a mammography workstation or a PACS.
 
 The run's exam list must come from bcc dicom (it records each image's DICOM identity). Writes
 SR_exam<i>.dcm, SC_exam<i>_<image>.dcm, dicom_results.csv (which file belongs to which study
@@ -14,8 +16,8 @@ import argparse
 from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="bcc dicom-out", description=__doc__,
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="a finished bcc run output folder")
     parser.add_argument("--output", required=True, help="folder to create for the objects")
@@ -27,8 +29,9 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog="bcc dicom-out"):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
 
     def body():
         from breast_cancer_classifier.tools.dicom_results import write_dicom_results
@@ -36,7 +39,7 @@ def main(argv=None):
         return write_dicom_results(args.run_dir, args.output, calibrations=args.calibration,
                                    overwrite=args.overwrite)
 
-    run_cli("bcc dicom-out", body)
+    run_cli(parser.prog, body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""``bcc serve``: a DICOM node that a PACS routes screening studies to, and that sends the
-results back (docs/serve.md).
+"""Serve a PACS as a DICOM node: screening studies in, SR and overlay images back.
+
+A PACS routes screening studies to it, and it sends the results back (docs/serve.md).
 
     bcc serve --destination PACS@10.0.0.5:104 --work-dir /var/lib/bcc-serve \\
         --allow-caller PACS --http-port 9110 [run settings of bcc run]
@@ -19,15 +20,14 @@ from breast_cancer_classifier.cli import (add_device_flags, add_runtime_flag, ad
                                           positive_int, run_cli)
 from breast_cancer_classifier.core.errors import PipelineError, SettingsError
 
-PROG = "bcc serve"
 MODELS = ("patch", "image", "imageheatmaps")
 
 
-def build_parser():
+def build_parser(prog=None):
     from breast_cancer_classifier.core.engine import EngineSettings
 
     defaults = EngineSettings()
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     node = parser.add_argument_group("DICOM node")
     node.add_argument("--ae-title", default="BCC", help="our AE title (default BCC)")
@@ -115,9 +115,10 @@ def serve(args):
     return Service(config, processor).run_forever()
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_cli(PROG, lambda: serve(args))
+def main(argv=None, prog="bcc serve"):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    run_cli(parser.prog, lambda: serve(args))
 
 
 if __name__ == "__main__":
