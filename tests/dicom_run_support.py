@@ -8,8 +8,12 @@ The weights are untrained (PyTorch's initialisation) and marked as demo weights;
 augmented repetition (``--num-epochs 1``); about half a minute on 2 CPU cores.
 """
 
+import csv
+
 import pydicom
 import pytest
+
+from breast_cancer_classifier.core.views import LABELS
 
 from dicom_files import screening_study
 
@@ -116,4 +120,21 @@ def _probabilities(sr):
                 value = item.MeasuredValueSequence[0]
                 assert value.MeasurementUnitsCodeSequence[0].CodeValue == "%"
                 found[(name, _concept(item), side)] = float(value.NumericValue)
+    return found
+
+
+CONCEPTS = {"malignant": "111047", "benign": "BCC0001"}  # of the SR's NUMs
+
+
+def check_sr_against_csvs(sr, run_dir):
+    """The SR's 8 probabilities (2 breasts x malignant, benign x 2 models) equal the
+    predictions CSVs of the run in ``run_dir`` times 100, within 1e-4; returns them."""
+    found = _probabilities(sr)
+    assert len(found) == 8
+    for model, name in MODEL_NAMES.items():
+        with open(run_dir / f"{model}_predictions.csv", newline="") as f:
+            row = next(csv.DictReader(f))
+        for label in LABELS:
+            side, target = label.split("_")
+            assert abs(found[(name, CONCEPTS[target], side)] - float(row[label]) * 100) < 1e-4
     return found

@@ -31,8 +31,9 @@ from breast_cancer_classifier.tools.dicom_results import write_dicom_results  # 
 from breast_cancer_classifier.tools.visualize import overlay_rgb  # noqa: E402
 from dicom_files import dciodvfy, dsrdump_errors  # noqa: E402
 # The session run (dicom_run, registered in conftest.py) and its helpers:
-from dicom_run_support import (IDENTIFIERS, MODEL_NAMES, STUDY_UID, _bcc,  # noqa: E402
-                               _concept, _content_items, _probabilities, _run_flags)
+from dicom_run_support import (CONCEPTS, IDENTIFIERS, MODEL_NAMES, STUDY_UID,  # noqa: E402
+                               _bcc, _concept, _content_items, _probabilities, _run_flags,
+                               check_sr_against_csvs)
 from helpers import slow  # noqa: E402
 
 MAMMOGRAPHY_CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
@@ -93,20 +94,13 @@ def test_evidence_lists_exactly_the_source_instances(dicom_run):
 
 
 def test_probabilities_equal_the_csvs_times_100(dicom_run):
-    found = _probabilities(pydicom.dcmread(dicom_run["out"] / "SR_exam0.dcm"))
-    assert len(found) == 8  # 2 breasts x (malignant, benign) x 2 models
-    concepts = {"malignant": "111047", "benign": "BCC0001"}
-    for model, name in MODEL_NAMES.items():
-        with open(dicom_run["run"] / f"{model}_predictions.csv", newline="") as f:
-            row = next(csv.DictReader(f))
-        for label in LABELS:
-            side, target = label.split("_")
-            assert abs(found[(name, concepts[target], side)] - float(row[label]) * 100) < 1e-4
+    found = check_sr_against_csvs(pydicom.dcmread(dicom_run["out"] / "SR_exam0.dcm"),
+                                  dicom_run["run"])
     # The exact float32 results agree to the CSV's rounding.
     result = json.loads((dicom_run["run"] / "exams" / "0.json").read_text())
     for value, label in zip(result["imageheatmaps"], LABELS):
         side, target = label.split("_")
-        got = found[(MODEL_NAMES["imageheatmaps"], concepts[target], side)]
+        got = found[(MODEL_NAMES["imageheatmaps"], CONCEPTS[target], side)]
         assert abs(got - value * 100) <= 0.005 + 1e-9
 
 
