@@ -15,6 +15,10 @@ os.environ.setdefault("BCC_NO_PROGRESS", "1")
 # Exported ONNX graphs of test runs go to a temporary folder, not the user's ~/.cache.
 os.environ.setdefault("BCC_CACHE_DIR", tempfile.mkdtemp(prefix="bcc-test-cache-"))
 
+# A session run of bcc dicom + bcc run --dicom-out, shared by test_dicom_results.py and
+# test_serve_orthanc.py (a fixture defined here is made once per session).
+from dicom_run_support import dicom_run  # noqa: E402,F401
+
 
 def parity_case(name):
     """Path of a parity-kit case; skips the test (with the reason) when the kit is absent."""

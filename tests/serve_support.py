@@ -35,6 +35,7 @@ from breast_cancer_classifier.core.errors import InputImageError
 from breast_cancer_classifier.core.views import VIEWS
 from breast_cancer_classifier.tools.serve.config import Destination, ServeConfig
 from breast_cancer_classifier.tools.serve.intake import MG_FOR_PRESENTATION, MG_FOR_PROCESSING
+from breast_cancer_classifier.tools.serve.processor import PROCESSOR_HOOK_ENV
 from dicom_files import BASIC_TEXT_SR, mammogram, phantom
 from helpers import debian_tool
 
@@ -148,7 +149,7 @@ def make_processor():
 def serve_env(**extra):
     """Environment of a ``bcc serve`` subprocess that uses the test processor."""
     path = os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])
-    return dict(os.environ, BCC_SERVE_TEST_PROCESSOR="serve_support:make_processor",
+    return dict(os.environ, **{PROCESSOR_HOOK_ENV: "serve_support:make_processor"},
                 PYTHONPATH=path, BCC_NO_PROGRESS="1", **extra)
 
 
@@ -261,14 +262,17 @@ def metric(text, name, labels=""):
 
 # --------------------------------------------------------------------------- bcc serve
 class ServeProcess:
-    """``bcc serve`` as a subprocess with the test processor; stderr goes to a file."""
+    """``bcc serve`` as a subprocess with the test processor (``model=True``: the model
+    processor, its weights and settings among ``extra``); stderr goes to a file."""
 
-    def __init__(self, work_dir, port, destination, log_path, *extra, **env):
+    def __init__(self, work_dir, port, destination, log_path, *extra, model=False, **env):
         self.http_port = free_port()
         self.args = [sys.executable, "-m", "breast_cancer_classifier.bcc", "serve",
                      "--work-dir", str(work_dir), "--port", str(port), "--destination",
                      str(destination), "--http-port", str(self.http_port), *map(str, extra)]
         self.env = serve_env(**env)
+        if model:
+            del self.env[PROCESSOR_HOOK_ENV]
         self.log_path = Path(log_path)
         self.proc = None
 
@@ -384,6 +388,22 @@ class Orthanc:
         return self.request("POST", "/modalities/bcc/store",
                             {"Resources": list(orthanc_ids), "Synchronous": True,
                              "Permissive": True, "Timeout": 60}, timeout=timeout)
+
+    def download_results(self, orthanc_id, folder):
+        """The study's instances that are not MG, saved as ``<folder>/<Orthanc id>.dcm``;
+        their paths."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for series in self.request("GET", f"/studies/{orthanc_id}/series"):
+            if series["MainDicomTags"].get("Modality") == "MG":
+                continue
+            for instance in series["Instances"]:
+                with urllib.request.urlopen(f"{self.url}/instances/{instance}/file",
+                                            timeout=60) as reply:
+                    paths.append(folder / f"{instance}.dcm")
+                    paths[-1].write_bytes(reply.read())
+        return sorted(paths)
 
     def results_per_study(self, orthanc_ids):
         """{Orthanc study id: [SeriesDescription of each instance that is not MG]}."""

@@ -27,97 +27,20 @@ from breast_cancer_classifier import bcc  # noqa: E402
 from breast_cancer_classifier.core import formats  # noqa: E402
 from breast_cancer_classifier.core.exam_list import load_exam_list  # noqa: E402
 from breast_cancer_classifier.core.views import LABELS, VIEWS  # noqa: E402
-from breast_cancer_classifier.tools import demo_weights  # noqa: E402
-from breast_cancer_classifier.tools.dicom import dicom_to_exam_list  # noqa: E402
 from breast_cancer_classifier.tools.dicom_results import write_dicom_results  # noqa: E402
-from breast_cancer_classifier.tools.pseudonyms import Pseudonyms  # noqa: E402
 from breast_cancer_classifier.tools.visualize import overlay_rgb  # noqa: E402
-from dicom_files import dciodvfy, dsrdump_errors, screening_study  # noqa: E402
+from dicom_files import dciodvfy, dsrdump_errors  # noqa: E402
+# The session run (dicom_run, registered in conftest.py) and its helpers:
+from dicom_run_support import (CONCEPTS, IDENTIFIERS, MODEL_NAMES, STUDY_UID,  # noqa: E402
+                               _bcc, _concept, _content_items, _probabilities, _run_flags,
+                               check_sr_against_csvs)
 from helpers import slow  # noqa: E402
 
 MAMMOGRAPHY_CAD_SR = "1.2.840.10008.5.1.4.1.1.88.50"
-STUDY_UID = "1.2.826.0.1.3680043.99.77342"
-IDENTIFIERS = {"PatientID": "MRN7734Q", "PatientName": "Doe^Jane",
-               "PatientBirthDate": "19610309", "AccessionNumber": "ACC7734",
-               "StudyDate": "20190817"}
-MODEL_NAMES = {"image": "NYU image-only classifier (view_split)",
-               "imageheatmaps": "NYU image+heatmaps classifier (view_split)"}
-
-
-def _fast_demo_weights(models_dir):
-    """The three checkpoints bcc run loads, untrained (PyTorch's initialisation, BatchNorm
-    statistics not measured: seconds instead of a minute), marked as demo weights."""
-    import torch
-
-    from breast_cancer_classifier.core.checkpoints.classifier import with_column_aliases
-    from breast_cancer_classifier.core.classifier_models import build_view_split_model
-    from breast_cancer_classifier.core.patch_model import PatchClassifier
-
-    def patch(seed, _):
-        torch.manual_seed(seed)
-        return PatchClassifier().state_dict()
-
-    def classifier(_, channels, seed, __):
-        torch.manual_seed(seed)
-        return with_column_aliases(build_view_split_model(channels).state_dict())
-
-    with pytest.MonkeyPatch.context() as patcher:
-        patcher.setattr(demo_weights, "make_patch_state_dict", patch)
-        patcher.setattr(demo_weights, "make_classifier_state_dict", classifier)
-        demo_weights.write_demo_weights(models_dir)
-    return {"patch": models_dir / "sample_patch_model.p",
-            "image": models_dir / "sample_image_model.p",
-            "imageheatmaps": models_dir / "sample_imageheatmaps_model.p"}
-
-
-def _bcc(*args):
-    """``bcc`` in this process; its exit status."""
-    with pytest.raises(SystemExit) as exit_info:
-        bcc.main([str(a) for a in args])
-    return exit_info.value.code
-
-
-def _run_flags(weights):
-    return ["--patch-model-path", weights["patch"], "--image-model-path", weights["image"],
-            "--imageheatmaps-model-path", weights["imageheatmaps"], "--device-type", "cpu",
-            "--num-epochs", "1", "--num-processes", "1"]
-
-
-@pytest.fixture(scope="session")
-def dicom_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dicom_results")
-    dicom_dir = root / "dicom" / IDENTIFIERS["PatientID"] / IDENTIFIERS["StudyDate"]
-    sources = screening_study(dicom_dir, STUDY_UID, IDENTIFIERS["PatientID"], mirrored=True,
-                              date=IDENTIFIERS["StudyDate"], StudyTime="101500",
-                              PatientSex="F", **{k: v for k, v in IDENTIFIERS.items()
-                                                 if k not in ("PatientID", "StudyDate")})
-    key = root / "keys" / "site.key"
-    result = dicom_to_exam_list(root / "dicom", root / "png", root / "exams.pkl",
-                                pseudonymize=key)
-    assert result.exit_code == 0
-    weights = _fast_demo_weights(root / "models")
-    status = _bcc("run", "--exam-list", root / "exams.pkl", "--data-folder", root / "png",
-                  "--output-dir", root / "run", *_run_flags(weights),
-                  "--dicom-out", root / "dcm")
-    assert status == 0
-    return {"root": root, "run": root / "run", "out": root / "dcm", "key": key,
-            "weights": weights, "sources": {k: pydicom.dcmread(p) for k, p in sources.items()},
-            "pseudonyms": Pseudonyms(key), "exam": load_exam_list(root / "run" / "data.pkl")[0]}
 
 
 def _files(folder, prefix):
     return sorted(Path(folder).glob(f"{prefix}_*.dcm"))
-
-
-def _content_items(item):
-    """Every content item below ``item``, depth first, with its parent."""
-    for child in item.get("ContentSequence", []):
-        yield child, item
-        yield from _content_items(child)
-
-
-def _concept(item):
-    return item.ConceptNameCodeSequence[0].CodeValue if "ConceptNameCodeSequence" in item else None
 
 
 def _item_at(root, identifier):
@@ -170,38 +93,14 @@ def test_evidence_lists_exactly_the_source_instances(dicom_run):
     assert sorted(library) == sorted(uid for _, _, uid in expected)
 
 
-def _probabilities(sr):
-    """``{(algorithm name, concept, side): value}`` of the NUMs with a laterality."""
-    found = {}
-    for impression, parent in _content_items(sr):
-        if _concept(impression) != "111034":
-            continue
-        name = next(i.TextValue for i in impression.ContentSequence if _concept(i) == "111001")
-        for item in impression.ContentSequence:
-            if item.get("ValueType") == "NUM" and "ContentSequence" in item:
-                side = {"73056007": "right", "80248007": "left"}[
-                    item.ContentSequence[0].ConceptCodeSequence[0].CodeValue]
-                value = item.MeasuredValueSequence[0]
-                assert value.MeasurementUnitsCodeSequence[0].CodeValue == "%"
-                found[(name, _concept(item), side)] = float(value.NumericValue)
-    return found
-
-
 def test_probabilities_equal_the_csvs_times_100(dicom_run):
-    found = _probabilities(pydicom.dcmread(dicom_run["out"] / "SR_exam0.dcm"))
-    assert len(found) == 8  # 2 breasts x (malignant, benign) x 2 models
-    concepts = {"malignant": "111047", "benign": "BCC0001"}
-    for model, name in MODEL_NAMES.items():
-        with open(dicom_run["run"] / f"{model}_predictions.csv", newline="") as f:
-            row = next(csv.DictReader(f))
-        for label in LABELS:
-            side, target = label.split("_")
-            assert abs(found[(name, concepts[target], side)] - float(row[label]) * 100) < 1e-4
+    found = check_sr_against_csvs(pydicom.dcmread(dicom_run["out"] / "SR_exam0.dcm"),
+                                  dicom_run["run"])
     # The exact float32 results agree to the CSV's rounding.
     result = json.loads((dicom_run["run"] / "exams" / "0.json").read_text())
     for value, label in zip(result["imageheatmaps"], LABELS):
         side, target = label.split("_")
-        got = found[(MODEL_NAMES["imageheatmaps"], concepts[target], side)]
+        got = found[(MODEL_NAMES["imageheatmaps"], CONCEPTS[target], side)]
         assert abs(got - value * 100) <= 0.005 + 1e-9
 
 

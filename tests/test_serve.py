@@ -455,7 +455,9 @@ def test_reprocess_forgets_a_finished_study_and_it_runs_again(tmp_path, dest, se
     send_files(first["files"], service.port)
     wait_for(lambda: dest.by_study().get(first["study_uid"]) == 2, 30, what="a second set")
     assert processor.calls == [sid, sid]
-    assert len({uid for uid, _, _ in dest.received}) == 2  # a new result set, new UIDs
+    # The test processor makes new UIDs each time (the model's are derived from the inputs
+    # and settings: the same UIDs again, test_serve_orthanc.py).
+    assert len({uid for uid, _, _ in dest.received}) == 2
 
 
 # --------------------------------------------------------------------------- logs
@@ -530,15 +532,34 @@ def test_tls_with_client_certificates(tmp_path, dest, services, certificates):
 
 
 # --------------------------------------------------------------------------- command line
-def test_bcc_serve_without_the_model_processor_says_it_is_not_written(tmp_path):
+def test_bcc_serve_with_a_missing_weight_file_exits_2_naming_it(tmp_path):
     env = serve_env()
-    env.pop(PROCESSOR_HOOK_ENV)
+    env.pop(PROCESSOR_HOOK_ENV)  # the model processor
+    missing = tmp_path / "no_such_patch_model.p"
     proc = subprocess.run([sys.executable, "-m", "breast_cancer_classifier.bcc", "serve",
-                           "--work-dir", str(tmp_path), "--destination", "D@127.0.0.1:104"],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
-    assert proc.returncode == 1
-    assert "model processor is not written yet" in proc.stderr
-    assert not (tmp_path / "state.sqlite3").exists()
+                           "--work-dir", str(tmp_path / "work"), "--destination",
+                           "D@127.0.0.1:104", "--device-type", "cpu", "--patch-model-path",
+                           str(missing)],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{missing}: weight file not found" in proc.stderr
+    assert not (tmp_path / "work" / "state.sqlite3").exists()
+
+
+def test_the_analysis_log_names_the_study_and_none_of_its_identifiers(log_text):
+    from breast_cancer_classifier.core.runtime import log as core_log
+    from breast_cancer_classifier.tools.serve.processor import core_log_scrubbed
+
+    serve_log = logging.getLogger("breast_cancer_classifier.serve")
+    with core_log_scrubbed("0123456789ab", {"MRN77", "1.2.3.4"}):
+        core_log.info("progress of MRN77")  # the core's progress: dropped
+        core_log.warning("exam 0 (MRN77_2020): %s in %s", "no R-MLO image", "1.2.3.4")
+        serve_log.info("serve: study 0123456789ab: the service's own line")
+    core_log.warning("after the study: MRN77 left as it is")
+    assert log_text().splitlines() == [
+        "serve: study 0123456789ab: exam 0 ([removed]_2020): no R-MLO image in [removed]",
+        "serve: study 0123456789ab: the service's own line",
+        "after the study: MRN77 left as it is"]
 
 
 def test_bcc_serve_refuses_bad_flags(tmp_path):

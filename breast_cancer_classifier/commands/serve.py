@@ -15,10 +15,11 @@ run, 2 bad arguments or settings.
 """
 
 import argparse
+import os
 
 from breast_cancer_classifier.cli import (add_device_flags, add_runtime_flag, add_trust_flag,
                                           positive_int, run_cli)
-from breast_cancer_classifier.core.errors import PipelineError, SettingsError
+from breast_cancer_classifier.core.errors import SettingsError
 
 MODELS = ("patch", "image", "imageheatmaps")
 
@@ -107,11 +108,9 @@ def serve(args):
     if args.reprocess:
         return reprocess(args.work_dir, args.reprocess)
     config = config_from(args)
-    try:
-        processor = load_processor(lambda: EngineSettings.from_namespace(args),
-                                   args.calibration)
-    except NotImplementedError as err:
-        raise PipelineError(str(err).removeprefix("bcc serve: ")) from err
+    # A service's stderr is its log: no progress bars in it (BCC_NO_PROGRESS=0 shows them).
+    os.environ.setdefault("BCC_NO_PROGRESS", "1")
+    processor = load_processor(lambda: EngineSettings.from_namespace(args), args.calibration)
     return Service(config, processor).run_forever()
 
 

@@ -8,7 +8,8 @@ One module per job:
 * :mod:`.durable`: files written so that they survive a crash (fsync, rename, fsync);
 * :mod:`.state`: the SQLite database of studies, instances and result objects;
 * :mod:`.intake`: the DICOM listener (C-ECHO, C-STORE of mammograms, refusals);
-* :mod:`.processor`: the seam between the service and the analysis (``Processor``);
+* :mod:`.processor`: the seam between the service and the analysis, and the analysis
+  itself (``ModelProcessor``: bcc dicom + bcc run + DICOM results, models loaded once);
 * :mod:`.loop`: the shape of the two threads below (turns until stopped);
 * :mod:`.worker`: the one thread that decides completeness and runs the processor;
 * :mod:`.sender`: the thread that C-STOREs result objects to the destination, with retries;

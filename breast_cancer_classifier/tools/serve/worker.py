@@ -27,7 +27,6 @@ from ...core.errors import PipelineError
 from .durable import fsync_dir, fsync_tree, make_dirs_durable
 from .loop import Loop
 from .naming import scrub
-from ..dicom import IDENTIFYING
 from .processor import SourceImage, Study
 from .state import FAILURE, RESULT
 
@@ -169,17 +168,4 @@ class Worker(Loop):
     def _reason(study, err):
         """The words of a failure, without any identifier of the study's headers."""
         text = str(err) if isinstance(err, PipelineError) else f"{type(err).__name__}: {err}"
-        return scrub(text, study_identifiers(study))
-
-
-def study_identifiers(study):
-    """The UIDs, patient ID and name and accession number found in a study's headers."""
-    found = {study.study_instance_uid}
-    for image in study.images:
-        found.add(image.sop_instance_uid)
-        try:
-            ds = pydicom.dcmread(image.path, stop_before_pixels=True)
-        except Exception:  # an unreadable file has no identifiers to hide
-            continue
-        found.update(str(ds.get(k) or "") for k in IDENTIFYING)
-    return found
+        return scrub(text, study.identifiers())
