@@ -32,6 +32,7 @@ TOOLS = {
     "export": "export",  # every network to ONNX / .pt2 / SavedModel, checked
     "qa": "qa",
     "finetune": "finetune",  # fine-tuning on labelled exams (tools/finetune)
+    "report": "report",  # one HTML folder per finished run: summary, QA, subgroup AUCs, exams
 }
 
 
