@@ -29,7 +29,7 @@ import numpy as np
 
 from ...core.errors import RunFolderError
 from ...core.runtime import log
-from ...core.views import VIEWS
+from ...core.views import LABELS, VIEWS
 from ..make_exam_list import default_report_path
 
 EXAM_INDEX = "exam_index"
@@ -42,6 +42,8 @@ MIXED, UNKNOWN = "mixed", "unknown"
 QUANTILES = (0.25, 0.5, 0.75)
 MIN_DISTINCT = 5  # numeric columns with at most this many values keep each value
 KEPT = "kept"  # a DICOM report row whose image went into the exam list
+# Columns of exams.csv that an attribute may not take
+RESERVED = ("exam", "images", "qa_flags", "failed", "picture", "labels") + LABELS
 
 
 def listed(items, limit=20):
@@ -166,7 +168,11 @@ def csv_attributes(path, count):
     if not rows or EXAM_INDEX not in rows[0]:
         raise RunFolderError(f"{path}: needs an {EXAM_INDEX} column (0-based, in exam-list "
                              "order) and one column per attribute")
-    columns = [c for c in rows[0] if c != EXAM_INDEX]
+    columns = [c for c in rows[0] if c != EXAM_INDEX and c not in RESERVED]
+    ignored = [c for c in rows[0] if c in RESERVED]
+    if ignored:
+        log.warning("report: %s: columns %s are not attributes (labels go in --labels), "
+                    "ignored", path, ", ".join(ignored))
     values = {c: [""] * count for c in columns}
     seen, unknown = set(), []
     for line, row in enumerate(rows, start=2):
