@@ -180,6 +180,22 @@ def test_block_bootstrap_equals_scikit_learn_on_each_resample(n_exams):
                                        rtol=0, atol=1e-12)
 
 
+def test_models_share_resamples_and_metrics_can_be_chosen():
+    rng = np.random.default_rng(4)
+    labels = (rng.random((25, 4)) < 0.4).astype(float)
+    models = {"a": rng.random((25, 4)), "b": np.round(rng.random((25, 4)), 1)}
+    both = evaluate.bootstrap_intervals_of_models(models, labels, ["malignant", "benign"],
+                                                  n_bootstrap=150, seed=2)
+    for name, predictions in models.items():
+        alone = evaluate.bootstrap_intervals(predictions, labels, ["malignant", "benign"],
+                                             n_bootstrap=150, seed=2)
+        assert both[name] == alone
+        auc_only = evaluate.bootstrap_intervals(predictions, labels, ["malignant"],
+                                                n_bootstrap=150, seed=2, metrics=("roc_auc",))
+        assert auc_only["malignant"] == {"skipped": alone["malignant"]["skipped"],
+                                         "roc_auc": alone["malignant"]["roc_auc"]}
+
+
 def test_both_label_formats_give_the_same_result(tmp_path):
     predictions_path = tmp_path / "predictions.csv"
     formats.write_predictions_csv(predictions_path, SAMPLE_PREDICTIONS)

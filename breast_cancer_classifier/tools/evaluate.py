@@ -225,64 +225,81 @@ class ResampledMetrics:
                                         shape=(3 * held.size, n_units))
         self.negatives = np.bincount(unit[~positive], minlength=n_units).astype(np.float64)
 
-    def __call__(self, weights):
+    def __call__(self, weights, metrics=METRICS):
         k = len(weights)
         # (3, n_held, K): each row of counts times each resample
         found = np.asarray(self.counts @ weights.T).reshape(3, self.n_held, k)
         fp, tp = found[1], found[2]
-        fps, tps = np.cumsum(found[0], axis=0), np.cumsum(tp, axis=0)
-        p_total = tps[-1] if self.n_held else np.zeros(k)
-        n_total = weights @ self.negatives
+        fps = np.cumsum(found[0], axis=0)
+        p_total, n_total = tp.sum(axis=0), weights @ self.negatives
+        values = {}
         with np.errstate(invalid="ignore", divide="ignore"):
-            before_t, before_f = tps - tp, fps - fp
-            precision = np.where(tps + fps > 0, tps / (tps + fps), 1.0)
-            previous = np.where(before_t + before_f > 0, before_t / (before_t + before_f), 1.0)
-            d_recall = tp / p_total
-            values = {"roc_auc": np.sum(tp * (n_total - fps + fp / 2), axis=0)
-                      / (p_total * n_total),
-                      "pr_auc": np.sum(d_recall * (previous + precision) / 2, axis=0),
-                      "average_precision": np.sum(d_recall * precision, axis=0)}
+            if "roc_auc" in metrics:  # counts are whole numbers: the sums are exact
+                right = (n_total * p_total - np.einsum("gk,gk->k", tp, fps)
+                         + np.einsum("gk,gk->k", tp, fp) / 2)
+                values["roc_auc"] = right / (p_total * n_total)
+            if {"pr_auc", "average_precision"} & set(metrics):
+                tps = np.cumsum(tp, axis=0)
+                before_t, before_f = tps - tp, fps - fp
+                precision = np.where(tps + fps > 0, tps / (tps + fps), 1.0)
+                previous = np.where(before_t + before_f > 0,
+                                    before_t / (before_t + before_f), 1.0)
+                d_recall = tp / p_total
+                values["pr_auc"] = np.sum(d_recall * (previous + precision) / 2, axis=0)
+                values["average_precision"] = np.sum(d_recall * precision, axis=0)
         defined = (p_total > 0) & (n_total > 0)
-        return {metric: np.where(defined, value, np.nan) for metric, value in values.items()}
+        return {metric: np.where(defined, values[metric], np.nan) for metric in metrics}
 
 
 def bootstrap_intervals(predictions, labels, targets, n_bootstrap=N_BOOTSTRAP, seed=SEED,
-                        confidence=CONFIDENCE):
+                        confidence=CONFIDENCE, metrics=METRICS):
     """Percentile bootstrap intervals over exams for every target and metric.
 
     ``predictions``, ``labels``: (N, 4), complete rows only. All resamples come from one
     ``numpy.random.default_rng(seed)``, each ``integers(0, N, N)``, drawn in order; every
-    target uses the same resampled exams. Resamples are scored in blocks
-    (:class:`ResampledMetrics`). Returns ``{target: {"skipped": k, metric: (low, high) or
-    None}}``.
+    target uses the same resampled exams. ``metrics``: those of :data:`METRICS` to
+    compute. Returns ``{target: {"skipped": k, metric: (low, high) or None}}``.
+    """
+    return bootstrap_intervals_of_models({None: predictions}, labels, targets, n_bootstrap,
+                                         seed, confidence, metrics)[None]
+
+
+def bootstrap_intervals_of_models(predictions, labels, targets, n_bootstrap=N_BOOTSTRAP,
+                                  seed=SEED, confidence=CONFIDENCE, metrics=METRICS):
+    """:func:`bootstrap_intervals` of several models' predictions of the same exams, on
+    the same resamples: ``{model: (N, 4)}`` -> ``{model: {target: ...}}``.
+
+    Resamples are drawn and scored in blocks (:class:`ResampledMetrics`); a block of K
+    resamples is one ``integers(0, N, (K, N))``, the same numbers as K calls in a row.
     """
     rng = np.random.default_rng(seed)
-    n_exams = len(predictions)
-    scorers = {t: ResampledMetrics(*target_arrays(predictions, labels, t),
-                                   np.tile(np.arange(n_exams), len(TARGETS[t])), n_exams)
-               for t in targets}
-    values = {t: {m: [] for m in METRICS} for t in targets}
+    n_exams = len(labels)
+    scorers = {(m, t): ResampledMetrics(*target_arrays(p, labels, t),
+                                        np.tile(np.arange(n_exams), len(TARGETS[t])), n_exams)
+               for m, p in predictions.items() for t in targets}
+    values = {key: {metric: [] for metric in metrics} for key in scorers}
     block = max(1, _BLOCK_CELLS // max(1, n_exams))
     for start in range(0, n_bootstrap, block):
+        size = min(block, n_bootstrap - start)
+        # int32 draws: the same numbers as int64 ones (N < 2^31), half the memory
+        draws = rng.integers(0, n_exams, (size, n_exams), dtype=np.int32)
+        draws *= size
+        draws += np.arange(size, dtype=np.int32)[:, None]
         # (K, N) counts, stored exam-major (the sparse products read them in that order)
-        weights = np.empty((n_exams, min(block, n_bootstrap - start)))
-        for k in range(weights.shape[1]):
-            weights[:, k] = np.bincount(rng.integers(0, n_exams, n_exams), minlength=n_exams)
-        weights = weights.T
-        for target in targets:
-            found = scorers[target](weights)
-            for metric in METRICS:
-                values[target][metric].append(found[metric])
+        weights = np.bincount(draws.ravel(), minlength=n_exams * size).reshape(n_exams, size)
+        weights = weights.astype(np.float64).T
+        for key, scorer in scorers.items():
+            for metric, found in scorer(weights, metrics).items():
+                values[key][metric].append(found)
     tail = 100 * (1 - confidence) / 2
-    intervals = {}
-    for target in targets:
-        draws = {m: np.concatenate(values[target][m] or [np.empty(0)]) for m in METRICS}
-        intervals[target] = {"skipped": int(np.isnan(draws["roc_auc"]).sum())}
-        for metric in METRICS:
+    intervals = {m: {} for m in predictions}
+    for (model, target), found in values.items():
+        draws = {m: np.concatenate(found[m] or [np.empty(0)]) for m in metrics}
+        entry = intervals[model][target] = {"skipped": int(np.isnan(draws[metrics[0]]).sum())}
+        for metric in metrics:
             kept = draws[metric][~np.isnan(draws[metric])]
-            intervals[target][metric] = (
-                tuple(float(v) for v in np.percentile(kept, [tail, 100 - tail]))
-                if kept.size else None)
+            entry[metric] = (tuple(float(v) for v in np.percentile(kept, [tail, 100 - tail]))
+                             if kept.size else None)
     return intervals
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ...core import formats
 from ...core.errors import OutputExistsError, RunFolderError
 from ...core.failures import EXIT_OK, EXIT_PARTIAL
-from ...core.runtime import log
+from ...core.runtime import log, parallel_map
 from .. import evaluate
 from .attributes import exam_attributes
 from .evaluation import evaluate_models
@@ -98,9 +98,12 @@ def build_report(run_dir, output_dir=None, labels=None, attributes=None, dicom_r
     ctx.qa_by_image = {(int(r["exam"]), r["image"]): r for r in run.qa_rows or [] if r["image"]}
     figures = {}
     if ctx.labels is not None:
-        ctx.results = evaluate_models(run, ctx.labels, n_bootstrap)
+        def pool(desc):  # a map over num_processes processes
+            return lambda function, items: parallel_map(function, items, num_processes, desc)
+
+        ctx.results = evaluate_models(run, ctx.labels, n_bootstrap, map_tasks=pool("Results"))
         ctx.subgroups = subgroup_results(run.predictions, ctx.labels, ctx.attributes,
-                                         n_bootstrap)
+                                         n_bootstrap, map_tasks=pool("Subgroups"))
         for result in ctx.results.values():
             figures.update(result.figures)
         for model in run.predictions:

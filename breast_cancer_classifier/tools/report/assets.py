@@ -217,6 +217,7 @@ JS = """\
     root.querySelector("select.filter").value = state.filter;
     state.page = 0;
     refresh();
+    root.scrollIntoView();
   }
 
   window.bccTimings = {};

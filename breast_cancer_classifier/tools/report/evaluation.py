@@ -31,13 +31,19 @@ class ModelResults:
 
 
 def evaluate_models(run, labels, n_bootstrap=evaluate.N_BOOTSTRAP, seed=evaluate.SEED,
-                    confidence=evaluate.CONFIDENCE):
-    """``{model: ModelResults}`` for the exams that have labels."""
+                    confidence=evaluate.CONFIDENCE, map_tasks=map):
+    """``{model: ModelResults}`` for the exams that have labels; ``map_tasks``: a ``map``
+    that runs one model per call (a process pool's, say)."""
     labelled = np.flatnonzero(~np.isnan(labels).all(axis=1))
-    return {model: _model_results(model, run.predictions[model][labelled], labels[labelled],
-                                  run.calibrated.get(model), labelled, n_bootstrap, seed,
-                                  confidence)
-            for model in run.predictions}
+    tasks = [(model, run.predictions[model][labelled], labels[labelled],
+              run.calibrated.get(model), labelled, n_bootstrap, seed, confidence)
+             for model in run.predictions]
+    return dict(zip(run.predictions, map_tasks(model_results, tasks)))
+
+
+def model_results(task):
+    """:class:`ModelResults` of one model; ``task``: the arguments of :func:`_model_results`."""
+    return _model_results(*task)
 
 
 def _model_results(model, predictions, labels, calibrated, labelled, n_bootstrap, seed,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ...core.errors import EvaluationInputError, RunFolderError
+from ...core.runtime import log
 from ...core.views import LABELS
 from ..evaluate import read_labels
 from .attributes import EXAM_INDEX, listed, parse_exam_index
@@ -23,8 +24,11 @@ def run_labels(run, labels_path=None):
     if labels_path is None:
         try:
             labels = read_labels(run.layout.data_pkl)
-        except EvaluationInputError:
-            return None, None, []  # no cancer_label in the exam list: a run without labels
+        except EvaluationInputError as err:
+            log.info("report: no labels (%s); pass --labels for the results", err)
+            return None, None, []
+        log.info("report: labels from the cancer_label of every exam in %s",
+                 run.layout.data_pkl)
         return labels, f"cancer_label in {run.layout.data_pkl.name}", []
     labels_path = Path(labels_path)
     if not labels_path.is_file():

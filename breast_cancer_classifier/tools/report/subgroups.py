@@ -34,58 +34,79 @@ def value_order(values):
 
 
 def subgroup_results(predictions, labels, attributes, n_bootstrap=evaluate.N_BOOTSTRAP,
-                     seed=evaluate.SEED, confidence=evaluate.CONFIDENCE):
+                     seed=evaluate.SEED, confidence=evaluate.CONFIDENCE, map_tasks=map):
     """Rows (dicts with :data:`COLUMNS` and ``note``, ``below``) for every model, label,
-    attribute and value; the overall rows first (attribute and value ``all``).
+    attribute and value, by model; the overall rows (attribute and value ``all``) first.
 
     ``predictions``: ``{model: (N, 4)}``; ``labels``: (N, 4) with NaN where unknown;
-    ``attributes``: ``{name: [text value per exam]}``.
+    ``attributes``: ``{name: [text value per exam]}``. ``map_tasks``: a ``map`` that runs
+    one attribute per call (a process pool's, say).
     """
     count = len(labels)
-    groups = [(OVERALL, OVERALL, np.ones(count, bool))]
-    for name, values in attributes.items():
-        values = np.asarray(values, dtype=object)
-        groups += [(name, value, values == value) for value in value_order(values)]
-    rows = []
-    for model, model_predictions in predictions.items():
-        complete = ~np.isnan(model_predictions).any(axis=1)
-        for attribute, value, members in groups:
-            rows += _group_rows(model, attribute, value, model_predictions, labels,
-                                complete & members, n_bootstrap, seed, confidence)
-    _mark_below(rows)
+    tasks = [(predictions, labels, OVERALL, [OVERALL] * count, n_bootstrap, seed, confidence)]
+    tasks += [(predictions, labels, name, values, n_bootstrap, seed, confidence)
+              for name, values in attributes.items()]
+    rows = [row for found in map_tasks(attribute_rows, tasks) for row in found]
+    rows.sort(key=lambda r: list(predictions).index(r["model"]))  # stable: model, then group
+    mark(rows)
     return rows
 
 
-def _group_rows(model, attribute, value, predictions, labels, members, n_bootstrap, seed,
-                confidence):
-    """The rows of one subgroup, both labels; one bootstrap per set of exams scored."""
-    by_exams = {}
-    for label in SUBGROUP_LABELS:
-        columns = [LABELS.index(c) for c in evaluate.TARGETS[label]]
-        scored = members & ~np.isnan(labels[:, columns]).any(axis=1)
-        by_exams.setdefault(scored.tobytes(), (scored, []))[1].append(label)
+def attribute_rows(task):
+    """The rows of one attribute (every value, model and label), not yet marked.
+
+    ``task``: ``(predictions, labels, name, values, n_bootstrap, seed, confidence)``.
+    """
+    predictions, labels, name, values, n_bootstrap, seed, confidence = task
+    complete = {m: ~np.isnan(p).any(axis=1) for m, p in predictions.items()}
+    values = np.asarray(values, dtype=object)
     rows = []
-    for scored, targets in by_exams.values():
-        p, y = predictions[scored], labels[scored]
-        values = {t: evaluate.fast_metrics(*evaluate.target_arrays(p, y, t)) for t in targets}
-        with_auc = [t for t in targets if values[t] is not None]
-        intervals = (evaluate.bootstrap_intervals(p, y, with_auc, n_bootstrap, seed, confidence)
-                     if with_auc and n_bootstrap else {})
-        for target in targets:
-            y_true, _ = evaluate.target_arrays(p, y, target)
-            ci = (intervals.get(target) or {}).get("roc_auc")
+    for value in value_order(values):
+        members = values == value
+        found = _group_rows(name, value, predictions, labels,
+                            {m: members & c for m, c in complete.items()}, n_bootstrap, seed,
+                            confidence)
+        rows += sorted(found, key=lambda r: (list(predictions).index(r["model"]),
+                                             SUBGROUP_LABELS.index(r["label"])))
+    return rows
+
+
+def _group_rows(attribute, value, predictions, labels, members, n_bootstrap, seed,
+                confidence):
+    """The rows of one subgroup, every model and label. Exams scored by several (model,
+    label) pairs are resampled once for all of them (the draws depend on the exams only)."""
+    by_exams = {}
+    for model in predictions:
+        for label in SUBGROUP_LABELS:
+            columns = [LABELS.index(c) for c in evaluate.TARGETS[label]]
+            scored = members[model] & ~np.isnan(labels[:, columns]).any(axis=1)
+            by_exams.setdefault(scored.tobytes(), (scored, []))[1].append((model, label))
+    rows = []
+    for scored, pairs in by_exams.values():
+        y = labels[scored]
+        values = {(m, t): evaluate.fast_metrics(*evaluate.target_arrays(
+            predictions[m][scored], y, t)) for m, t in pairs}
+        models = {m: predictions[m][scored] for m, t in pairs if values[(m, t)] is not None}
+        targets = sorted({t for m, t in pairs if values[(m, t)] is not None})
+        intervals = (evaluate.bootstrap_intervals_of_models(
+            models, y, targets, n_bootstrap, seed, confidence, metrics=("roc_auc",))
+            if models and n_bootstrap else {})
+        for model, target in pairs:
+            y_true, _ = evaluate.target_arrays(predictions[model][scored], y, target)
+            auc = values[(model, target)]
+            ci = ((intervals.get(model) or {}).get(target) or {}).get("roc_auc") \
+                if auc is not None else None
             rows.append({"model": model, "label": target, "attribute": attribute,
                          "value": value, "exams": int(scored.sum()),
                          "positives": int(y_true.sum()),
                          "negatives": int(y_true.size - y_true.sum()),
-                         "auc": None if values[target] is None else values[target]["roc_auc"],
+                         "auc": None if auc is None else auc["roc_auc"],
                          "ci_low": None if ci is None else ci[0],
                          "ci_high": None if ci is None else ci[1]})
-    order = {label: i for i, label in enumerate(SUBGROUP_LABELS)}
-    return sorted(rows, key=lambda r: order[r["label"]])
+    return rows
 
 
-def _mark_below(rows):
+def mark(rows):
     """Add ``note`` (what limits the row) and ``below`` (CI wholly below the overall AUC)."""
     overall = {(r["model"], r["label"]): r["auc"] for r in rows if r["attribute"] == OVERALL}
     for row in rows:
