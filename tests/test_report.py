@@ -352,3 +352,14 @@ def test_report_in_chromium(browser, report, synthetic):
     assert _all_images_loaded(browser) == []
     assert len(browser.find_elements("css selector", "figure.pictures img")) == 3
     assert _console_errors(browser) == []
+
+
+def test_pictures_that_cannot_be_drawn_exit_3(tmp_path):
+    small = write_synthetic_run(tmp_path / "small", 4, crop_shape=(60, 40), missing_view=())
+    for path in (small.root / "cropped_images").glob("e1_*.png"):
+        path.unlink()  # exam 1 finished in the run, but its crops are gone
+    out = tmp_path / "report"
+    assert build_report(small.root, out, n_bootstrap=0) == 3
+    pictures = [e["picture"] for e in read_csv(out / "exams.csv")]
+    assert pictures == ["drawn", "failed", "drawn", "drawn"]
+    assert "e1_L_CC.png: image file not found" in (out / "exams" / "1.html").read_text()
