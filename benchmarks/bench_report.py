@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from breast_cancer_classifier.tools.report import DEFAULT_PICTURES  # noqa: E402
 from synthetic_run import write_synthetic_run  # noqa: E402
 
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -110,7 +111,7 @@ def main():
         write_synthetic_run(cohort_dir, args.exams, crop_shape=(48, 32))
         made = f"{time.perf_counter() - start:.0f} s"
     rows = []
-    for name, extra in (("default (500)", ()), ("all", ("--pictures", "all"))):
+    for name, extra in ((f"default ({DEFAULT_PICTURES})", ()), ("all", ("--pictures", "all"))):
         out = work / f"report_{name.split()[0]}"
         wall, cpu = build(cohort_dir, out, *extra)
         total, count = size(out)

@@ -39,7 +39,7 @@ from .subgroups import subgroup_results, write_subgroups_csv
 from . import tables
 
 REPORT_DIR = "report"  # the default output: RUN_DIR/report
-DEFAULT_PICTURES = 500
+DEFAULT_PICTURES = 200  # about a minute of CPU with full-size mammograms (docs/report.md)
 SUMMARY_JSON = "summary.json"
 
 
@@ -96,21 +96,8 @@ def build_report(run_dir, output_dir=None, labels=None, attributes=None, dicom_r
         log.warning("report: %s", warning)
     ctx.flags, ctx.failed = tables.exam_flags(run), tables.exam_failed(run)
     ctx.qa_by_image = {(int(r["exam"]), r["image"]): r for r in run.qa_rows or [] if r["image"]}
-    figures = {}
-    if ctx.labels is not None:
-        def pool(desc):  # a map over num_processes processes
-            return lambda function, items: parallel_map(function, items, num_processes, desc)
-
-        ctx.results = evaluate_models(run, ctx.labels, n_bootstrap, map_tasks=pool("Results"))
-        ctx.subgroups = subgroup_results(run.predictions, ctx.labels, ctx.attributes,
-                                         n_bootstrap, map_tasks=pool("Subgroups"))
-        for result in ctx.results.values():
-            figures.update(result.figures)
-        for model in run.predictions:
-            png = subgroup_png(ctx.subgroups, model)
-            if png is not None:
-                figures[f"subgroups_{model}.png"] = png
-                ctx.subgroup_figures.append(f"subgroups_{model}.png")
+    figures = _labelled_results(ctx, n_bootstrap, num_processes) \
+        if ctx.labels is not None else {}
     chosen = choose_exams(run, pictures)
     ctx.pictures_rule = ("all exams" if len(chosen) == run.count else
                          f"the {len(chosen)} highest malignant probabilities; --pictures all "
@@ -119,6 +106,26 @@ def build_report(run_dir, output_dir=None, labels=None, attributes=None, dicom_r
         ctx.drawn, ctx.picture_errors = draw_exams(run, chosen, stage, num_processes)
         write_files(ctx, stage, figures)
     return _status(ctx, output_dir)
+
+
+def _labelled_results(ctx, n_bootstrap, num_processes):
+    """Fill in the results and subgroups of ``ctx``; returns ``{file name: PNG bytes}``."""
+    def pool(desc):  # a map over num_processes processes
+        return lambda function, items: parallel_map(function, items, num_processes, desc)
+
+    run = ctx.run
+    ctx.results = evaluate_models(run, ctx.labels, n_bootstrap, map_tasks=pool("Results"))
+    ctx.subgroups = subgroup_results(run.predictions, ctx.labels, ctx.attributes, n_bootstrap,
+                                     map_tasks=pool("Subgroups"))
+    figures = {}
+    for result in ctx.results.values():
+        figures.update(result.figures)
+    for model in run.predictions:
+        png = subgroup_png(ctx.subgroups, model)
+        if png is not None:
+            figures[f"subgroups_{model}.png"] = png
+            ctx.subgroup_figures.append(f"subgroups_{model}.png")
+    return figures
 
 
 def check_output(run, output_dir, overwrite):
@@ -133,8 +140,8 @@ def check_output(run, output_dir, overwrite):
     if not output_dir.exists():
         return
     if not overwrite:
-        raise OutputExistsError(f"{output_dir}: a report already exists; pass --overwrite to "
-                                "replace it, or another --output")
+        raise OutputExistsError(f"{output_dir}: already exists; pass --overwrite to replace "
+                                "the report there, or another --output")
     if not (output_dir / "index.html").is_file() or not (output_dir / QA_HELP).is_file():
         raise RunFolderError(f"{output_dir}: exists and is not a report of bcc report (no "
                              "index.html, qa.html); --overwrite replaces reports only")

@@ -14,7 +14,6 @@ import numpy as np
 
 from ...core import formats, qa
 from ...core.views import LABELS, VIEWS
-from .html import esc
 from .pictures import THUMB_ROWS, THUMBS_DIR
 
 DATA_JS = "data/exams.js"
@@ -130,8 +129,3 @@ def write_exams_csv(path, run, labels, attributes, flags, failed, pictures):
                 {1: "drawn", 0: "not drawn", -1: "failed"}[pictures.get(i, 0)]]
         body.append(row)
     formats.write_csv(path, header, body)
-
-
-def attribute_cells(attributes, index):
-    return "".join(f"<tr><th>{esc(name)}</th><td>{esc(values[index])}</td></tr>"
-                   for name, values in attributes.items())
