@@ -33,26 +33,27 @@ def build_parser():
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the output folder of bcc run")
-    parser.add_argument("--labels", help="labels: a CSV with left_benign, right_benign, "
+    parser.add_argument("--labels", metavar="FILE", help="labels: a CSV with left_benign, right_benign, "
                         "left_malignant, right_malignant (rows in exam-list order, or an "
                         "exam_index column), or an exam list with cancer_label (default: "
                         "the run's data.pkl when its exams carry cancer_label)")
-    parser.add_argument("--attributes", help="a CSV with exam_index (0-based, exam-list "
+    parser.add_argument("--attributes", metavar="CSV", help="a CSV with exam_index (0-based, exam-list "
                         "order) and one column per attribute, for the subgroup AUCs")
-    parser.add_argument("--dicom-report", help="the report CSV of bcc dicom (default: "
+    parser.add_argument("--dicom-report", metavar="CSV", help="the report CSV of bcc dicom (default: "
                         "<exam list>.report.csv beside the run's exam list, if there): "
                         "manufacturer, model, kVp, exposure, compression per image")
-    parser.add_argument("--output", help=f"folder to write (default RUN_DIR/{REPORT_DIR})")
+    parser.add_argument("--output", metavar="DIR", help=f"folder to write (default RUN_DIR/{REPORT_DIR})")
     parser.add_argument("--pictures", type=pictures_count, default=DEFAULT_PICTURES,
                         metavar="N|all", help="draw the pictures of the N exams with the "
                         "highest malignant probability, or of all (default %(default)s; "
                         "reading full-size crops and heatmaps is the slow part)")
-    parser.add_argument("--n-bootstrap", type=int, default=evaluate.N_BOOTSTRAP,
+    parser.add_argument("--n-bootstrap", type=int, default=evaluate.N_BOOTSTRAP, metavar="N",
                         help="bootstrap resamples of exams for the CIs (default %(default)s, "
                         "as bcc evaluate)")
-    parser.add_argument("--num-processes", type=positive_int,
+    parser.add_argument("--num-processes", type=positive_int, metavar="N",
                         default=min(4, os.cpu_count() or 1),
-                        help="processes that draw the pictures (default %(default)s)")
+                        help="processes for the pictures, the results and the subgroups "
+                        "(default %(default)s: the CPUs, at most 4)")
     add_overwrite_flag(parser)
     return parser
 
