@@ -1,11 +1,15 @@
-"""One folder of HTML per finished run: summary, quality, results against labels, AUC by
-subgroup, and a sortable table of every exam with its pictures (docs/report.md).
+"""Write one HTML folder per finished run: summary, quality, results, subgroup AUCs, exams.
+
+From a bcc run folder, a folder that opens in a browser from file:// (no server, no
+network): the run's settings, weights and timings, the QA flags, the results against labels
+with bootstrap CIs, the AUC of each subgroup (DICOM acquisition attributes, --attributes),
+and a sortable table of every exam with its pictures and its own page (docs/report.md).
 
     bcc report RUN_DIR [--labels CSV] [--attributes CSV] [--output DIR] [--overwrite]
 
-Open OUTPUT/index.html in a browser (file://, no server, no network). Exit status: 0 done,
-3 some exams' pictures could not be drawn (the rest is complete), 2 not a finished run,
-unusable labels or attributes, or an existing report without --overwrite.
+Open OUTPUT/index.html. Exit status: 0 done, 3 some exams' pictures could not be drawn (the
+rest is complete), 2 not a finished run, unusable labels or attributes, or an existing report
+without --overwrite.
 """
 
 import argparse
@@ -28,9 +32,8 @@ def pictures_count(text):
     return value
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
+def build_parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog or PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the output folder of bcc run")
     parser.add_argument("--labels", metavar="FILE", help="labels: a CSV with left_benign, right_benign, "
@@ -58,12 +61,12 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    parser = build_parser()
+def main(argv=None, prog=None):
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.n_bootstrap < 0:
         parser.error("--n-bootstrap must be >= 0")
-    run_cli(PROG, lambda: build_report(
+    run_cli(parser.prog, lambda: build_report(
         args.run_dir, args.output, labels=args.labels, attributes=args.attributes,
         dicom_report=args.dicom_report, pictures=args.pictures, n_bootstrap=args.n_bootstrap,
         num_processes=args.num_processes, overwrite=args.overwrite))
