@@ -38,6 +38,7 @@ COMMANDS = {
     "qa": "qa",
     "finetune": "finetune",  # fine-tuning on labelled exams (tools/finetune)
     "serve": "serve",  # a DICOM node: studies in from a PACS, results back (tools/serve)
+    "report": "report",  # one HTML folder per finished run: summary, QA, subgroup AUCs, exams
 }
 
 

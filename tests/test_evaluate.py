@@ -149,6 +149,53 @@ def test_bootstrap_resamples_exams_and_counts_single_class_resamples():
 
 
 # --------------------------------------------------------------------------- inputs
+@pytest.mark.parametrize("n_exams", [3, 40])
+def test_block_bootstrap_equals_scikit_learn_on_each_resample(n_exams):
+    # The blocked bootstrap scores each resample from its exam counts; recompute every
+    # resample with scikit-learn on the drawn rows (ties at one decimal) and compare.
+    rng = np.random.default_rng(n_exams)
+    predictions = np.round(rng.random((n_exams, 4)), 1)
+    labels = (rng.random((n_exams, 4)) < 0.3).astype(float)
+    targets = ["malignant", "left_benign"]
+    found = evaluate.bootstrap_intervals(predictions, labels, targets, n_bootstrap=100, seed=3)
+    draws = np.random.default_rng(3)
+    values = {t: {m: [] for m in evaluate.METRICS} for t in targets}
+    for _ in range(100):
+        rows = draws.integers(0, n_exams, n_exams)
+        for target in targets:
+            result = evaluate.sklearn_metrics(
+                *evaluate.target_arrays(predictions[rows], labels[rows], target))
+            for metric in evaluate.METRICS:
+                values[target][metric].append(np.nan if result is None else result[metric])
+    for target in targets:
+        aucs = np.array(values[target]["roc_auc"])
+        assert found[target]["skipped"] == np.isnan(aucs).sum()
+        for metric in evaluate.METRICS:
+            kept = np.array(values[target][metric])
+            kept = kept[~np.isnan(kept)]
+            if not kept.size:
+                assert found[target][metric] is None
+                continue
+            np.testing.assert_allclose(found[target][metric], np.percentile(kept, [2.5, 97.5]),
+                                       rtol=0, atol=1e-12)
+
+
+def test_models_share_resamples_and_metrics_can_be_chosen():
+    rng = np.random.default_rng(4)
+    labels = (rng.random((25, 4)) < 0.4).astype(float)
+    models = {"a": rng.random((25, 4)), "b": np.round(rng.random((25, 4)), 1)}
+    both = evaluate.bootstrap_intervals_of_models(models, labels, ["malignant", "benign"],
+                                                  n_bootstrap=150, seed=2)
+    for name, predictions in models.items():
+        alone = evaluate.bootstrap_intervals(predictions, labels, ["malignant", "benign"],
+                                             n_bootstrap=150, seed=2)
+        assert both[name] == alone
+        auc_only = evaluate.bootstrap_intervals(predictions, labels, ["malignant"],
+                                                n_bootstrap=150, seed=2, metrics=("roc_auc",))
+        assert auc_only["malignant"] == {"skipped": alone["malignant"]["skipped"],
+                                         "roc_auc": alone["malignant"]["roc_auc"]}
+
+
 def test_both_label_formats_give_the_same_result(tmp_path):
     predictions_path = tmp_path / "predictions.csv"
     formats.write_predictions_csv(predictions_path, SAMPLE_PREDICTIONS)

@@ -40,6 +40,13 @@ class EvaluationInputError(ExamListError):
     """
 
 
+class RunFolderError(ExamListError):
+    """A folder that is not a finished run, or report inputs that do not fit it (exit 2).
+
+    Raised by ``tools.report``.
+    """
+
+
 class DownloadError(PipelineError):
     """A file could not be fetched, or what was fetched is not the official file.
 

@@ -129,15 +129,16 @@ def held_out(method, y_true, y_score, groups, folds=FOLDS, seed=SEED):
     return out
 
 
-def reliability_png(y_true, before, after, title):
-    """A reliability diagram: observed rate against mean probability per bin, before/after."""
+def reliability_png(y_true, before, after, title, after_name="calibrated (held out)"):
+    """A reliability diagram: observed rate against mean probability per bin, before/after
+    (``after`` None: the raw probabilities only)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6, 6.5), dpi=100, layout="constrained")
     ax, hist = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1, label="perfect")
     edges = np.linspace(0, 1, N_BINS + 1)
-    for name, p, style in (("raw", before, "o-"), ("calibrated (held out)", after, "s-")):
+    for name, p, style in (("raw", before, "o-"), (after_name, after, "s-"))[:2 - (after is None)]:
         count, mean_p, rate = reliability_bins(y_true, p)
         used = count > 0
         ax.plot(mean_p[used], rate[used], style, label=f"{name}, ECE {ece(y_true, p):.3f}, "

@@ -15,8 +15,9 @@ Confidence intervals: percentile bootstrap, ``N_BOOTSTRAP`` resamples of EXAMS w
 replacement (the two breasts of an exam stay together, since they share a patient), drawn
 from ``numpy.random.default_rng(seed)``. A resample in which a target has one class only has
 no AUC: it is skipped for that target and counted (``bootstrap_skipped``). Inside the
-bootstrap the metrics come from :func:`fast_metrics`, which computes the same definitions
-as scikit-learn without its per-call overhead (``tests/test_evaluate.py`` checks they agree).
+bootstrap the metrics come from :class:`ResampledMetrics`, which computes the same
+definitions as scikit-learn for a block of resamples at once, from each resample's count
+of every exam (``tests/test_evaluate.py`` checks they agree).
 
 Exams whose prediction row is empty (a failed exam, SPEC 3 and the failure policy) are
 counted, listed and left out, with a warning; never silently.
@@ -43,6 +44,7 @@ from . import operating_points
 N_BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 SEED = 0
+_BLOCK_CELLS = 4_000_000  # resamples scored at once: a (resamples x exams) count matrix
 METRICS = ("roc_auc", "pr_auc", "average_precision")
 METRIC_NAMES = {"roc_auc": "ROC AUC", "pr_auc": "PR AUC", "average_precision": "Average precision"}
 # Target name -> label columns pooled into it (left before right, as the metarepository).
@@ -173,60 +175,135 @@ def sklearn_metrics(y_true, y_score):
 def fast_metrics(y_true, y_score):
     """The three metrics of :func:`sklearn_metrics`, same definitions, a few times faster.
 
-    Counts true and false positives at each distinct score (descending), then integrates:
-    ROC by trapezoids from (0, 0); PR by trapezoids from (recall 0, precision 1), as
-    ``auc(recall, precision)``; average precision as the step sum ``sum(dR * P)``.
-    Returns ``None`` when ``y_true`` has one class only.
+    :class:`ResampledMetrics` with every case counted once. Returns ``None`` when
+    ``y_true`` has one class only.
     """
-    y_true = np.asarray(y_true)
-    positives = int(y_true.sum())
-    if positives == 0 or positives == y_true.size:
+    size = np.asarray(y_true).size
+    found = ResampledMetrics(y_true, y_score, np.arange(size), size)(np.ones((1, size)))
+    if np.isnan(found["roc_auc"][0]):
         return None
-    order = np.argsort(-np.asarray(y_score, dtype=np.float64), kind="mergesort")
-    scores = np.asarray(y_score, dtype=np.float64)[order]
-    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
-    tps = np.cumsum(y_true[order])[last].astype(np.float64)
-    fps = (last + 1) - tps
-    tpr = np.r_[0.0, tps / positives]
-    fpr = np.r_[0.0, fps / (y_true.size - positives)]
-    precision = np.r_[1.0, tps / (tps + fps)]
-    d_recall = np.diff(tpr)
-    return {"roc_auc": float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)),
-            "pr_auc": float(np.sum(d_recall * (precision[1:] + precision[:-1]) / 2)),
-            "average_precision": float(np.sum(d_recall * precision[1:]))}
+    return {metric: float(found[metric][0]) for metric in METRICS}
+
+
+class ResampledMetrics:
+    """The three metrics of :func:`sklearn_metrics` for many resamples of units at once.
+
+    ``y_true``, ``y_score``: (M,) cases; ``unit``: (M,) the resampled unit (exam, 0..U-1)
+    of each case. Called with ``weights`` (K, U), how many times resample k drew each unit
+    (resample k is the cases repeated by their unit's count), it returns ``{metric: (K,)}``,
+    NaN where a resample holds one class only.
+
+    With the distinct scores in descending order, and TP, FP the positives and negatives
+    counted at or above a score: ROC AUC is the trapezoidal area from (0, 0), i.e. the
+    share of positive-negative pairs ranked right, ties counted half, ``sum tp * (N - FP +
+    fp / 2) / (P * N)``; PR AUC is ``auc(recall, precision)``, trapezoids from (recall 0,
+    precision 1); average precision the step sum ``sum(dR * P)``. Only scores a positive
+    case holds add to these sums, so the counts are taken there: one sparse product of
+    ``weights`` with each unit's cases per such score.
+    """
+
+    def __init__(self, y_true, y_score, unit, n_units):
+        from scipy import sparse
+
+        order = np.argsort(-np.asarray(y_score, dtype=np.float64), kind="mergesort")
+        scores = np.asarray(y_score, dtype=np.float64)[order]
+        positive, unit = np.asarray(y_true)[order] == 1, np.asarray(unit)[order]
+        group = np.r_[0, np.cumsum(np.diff(scores) != 0)]  # distinct score of each case
+        held = np.unique(group[positive])  # scores a positive case holds, descending
+        # Each case's block: the first held score at or below its own (n_held: below all).
+        block = np.searchsorted(held, group)
+        tied = block < held.size
+        tied[tied] = held[block[tied]] == group[tied]
+        negative = ~positive & (block < held.size)
+        columns = np.r_[block[negative], held.size + block[~positive & tied],
+                        2 * held.size + block[positive]]
+        rows = np.r_[unit[negative], unit[~positive & tied], unit[positive]]
+        self.n_held = held.size
+        # (3 * n_held, U): negatives in each block, negatives tied with each held score,
+        # positives at each held score; per unit.
+        self.counts = sparse.csr_matrix((np.ones(rows.size, np.float32), (columns, rows)),
+                                        shape=(3 * held.size, n_units))
+        self.negatives = np.bincount(unit[~positive], minlength=n_units).astype(np.float64)
+
+    def __call__(self, weights, metrics=METRICS):
+        k = len(weights)
+        # (3, n_held, K): each row of counts times each resample
+        found = np.asarray(self.counts @ weights.T).reshape(3, self.n_held, k)
+        fp, tp = found[1], found[2]
+        fps = np.cumsum(found[0], axis=0)
+        p_total = tp.sum(axis=0, dtype=np.float64)
+        n_total = (weights @ self.negatives.astype(weights.dtype)).astype(np.float64)
+        values = {}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if "roc_auc" in metrics:  # whole numbers, summed in float64: exact
+                right = (n_total * p_total - np.einsum("gk,gk->k", tp, fps, dtype=np.float64)
+                         + np.einsum("gk,gk->k", tp, fp, dtype=np.float64) / 2)
+                values["roc_auc"] = right / (p_total * n_total)
+            if {"pr_auc", "average_precision"} & set(metrics):
+                tp, fp, fps = (a.astype(np.float64) for a in (tp, fp, fps))
+                tps = np.cumsum(tp, axis=0)
+                before_t, before_f = tps - tp, fps - fp
+                precision = np.where(tps + fps > 0, tps / (tps + fps), 1.0)
+                previous = np.where(before_t + before_f > 0,
+                                    before_t / (before_t + before_f), 1.0)
+                d_recall = tp / p_total
+                values["pr_auc"] = np.sum(d_recall * (previous + precision) / 2, axis=0)
+                values["average_precision"] = np.sum(d_recall * precision, axis=0)
+        defined = (p_total > 0) & (n_total > 0)
+        return {metric: np.where(defined, values[metric], np.nan) for metric in metrics}
 
 
 def bootstrap_intervals(predictions, labels, targets, n_bootstrap=N_BOOTSTRAP, seed=SEED,
-                        confidence=CONFIDENCE):
+                        confidence=CONFIDENCE, metrics=METRICS):
     """Percentile bootstrap intervals over exams for every target and metric.
 
     ``predictions``, ``labels``: (N, 4), complete rows only. All resamples come from one
     ``numpy.random.default_rng(seed)``, each ``integers(0, N, N)``, drawn in order; every
-    target uses the same resampled exams. Returns ``{target: {"skipped": k, metric:
-    (low, high) or None}}``.
+    target uses the same resampled exams. ``metrics``: those of :data:`METRICS` to
+    compute. Returns ``{target: {"skipped": k, metric: (low, high) or None}}``.
+    """
+    return bootstrap_intervals_of_models({None: predictions}, labels, targets, n_bootstrap,
+                                         seed, confidence, metrics)[None]
+
+
+def bootstrap_intervals_of_models(predictions, labels, targets, n_bootstrap=N_BOOTSTRAP,
+                                  seed=SEED, confidence=CONFIDENCE, metrics=METRICS):
+    """:func:`bootstrap_intervals` of several models' predictions of the same exams, on
+    the same resamples: ``{model: (N, 4)}`` -> ``{model: {target: ...}}``.
+
+    Resamples are drawn and scored in blocks (:class:`ResampledMetrics`); a block of K
+    resamples is one ``integers(0, N, (K, N))``, the same numbers as K calls in a row.
     """
     rng = np.random.default_rng(seed)
-    n_exams = len(predictions)
-    values = {t: {m: [] for m in METRICS} for t in targets}
-    skipped = dict.fromkeys(targets, 0)
-    for _ in range(n_bootstrap):
-        rows = rng.integers(0, n_exams, n_exams)
-        for target in targets:
-            result = fast_metrics(*target_arrays(predictions[rows], labels[rows], target))
-            if result is None:
-                skipped[target] += 1
-                continue
-            for metric in METRICS:
-                values[target][metric].append(result[metric])
+    n_exams = len(labels)
+    scorers = {(m, t): ResampledMetrics(*target_arrays(p, labels, t),
+                                        np.tile(np.arange(n_exams), len(TARGETS[t])), n_exams)
+               for m, p in predictions.items() for t in targets}
+    values = {key: {metric: [] for metric in metrics} for key in scorers}
+    block = max(1, _BLOCK_CELLS // max(1, n_exams))
+    # Counts of cases stay whole numbers below 2^24, exact in float32 (twice as fast)
+    counts_dtype = np.float32 if 2 * n_exams < 2 ** 24 else np.float64
+    for start in range(0, n_bootstrap, block):
+        size = min(block, n_bootstrap - start)
+        # int32 draws: the same numbers as int64 ones (N < 2^31), half the memory
+        draws = rng.integers(0, n_exams, (size, n_exams), dtype=np.int32)
+        draws *= size
+        draws += np.arange(size, dtype=np.int32)[:, None]
+        # (K, N) counts, stored exam-major (the sparse products read them in that order)
+        weights = np.bincount(draws.ravel(), minlength=n_exams * size).reshape(n_exams, size)
+        weights = weights.astype(counts_dtype).T
+        for key, scorer in scorers.items():
+            for metric, found in scorer(weights, metrics).items():
+                values[key][metric].append(found)
     tail = 100 * (1 - confidence) / 2
-    intervals = {}
-    for target in targets:
-        intervals[target] = {"skipped": skipped[target]}
-        for metric in METRICS:
-            draws = values[target][metric]
-            intervals[target][metric] = (
-                tuple(float(v) for v in np.percentile(draws, [tail, 100 - tail]))
-                if draws else None)
+    intervals = {m: {} for m in predictions}
+    for (model, target), found in values.items():
+        draws = {m: np.concatenate(found[m] or [np.empty(0)]) for m in metrics}
+        entry = intervals[model][target] = {"skipped": int(np.isnan(draws[metrics[0]]).sum())}
+        for metric in metrics:
+            kept = draws[metric][~np.isnan(draws[metric])]
+            entry[metric] = (tuple(float(v) for v in np.percentile(kept, [tail, 100 - tail]))
+                             if kept.size else None)
     return intervals
 
 

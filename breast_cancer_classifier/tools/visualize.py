@@ -267,7 +267,8 @@ RUN_SINGLE_MODELS = ("image-only model", "image+heatmaps model")  # run_single.s
 
 
 # --------------------------------------------------------------------------- exams
-def load_panel(cropped_dir, heatmaps_dir, short_file_path, horizontal_flip, use_hdf5=False):
+def load_panel(cropped_dir, heatmaps_dir, short_file_path, horizontal_flip, use_hdf5=False,
+               max_rows=PANEL_ROWS):
     """Read a cropped image and (if ``heatmaps_dir``) its heatmaps; return its display panel."""
     image_path = formats.image_path(cropped_dir, short_file_path, use_hdf5)
     image = formats.read_image(Path(cropped_dir) / short_file_path, use_hdf5)
@@ -276,7 +277,7 @@ def load_panel(cropped_dir, heatmaps_dir, short_file_path, horizontal_flip, use_
         paths = dict(zip(HEATMAP_KINDS, formats.heatmap_paths(heatmaps_dir, short_file_path)))
         heatmaps = {kind: _read_heatmap(path, image.shape, image_path)
                     for kind, path in paths.items()}
-    return prepare_panel(image, heatmaps, horizontal_flip, title=short_file_path)
+    return prepare_panel(image, heatmaps, horizontal_flip, max_rows, title=short_file_path)
 
 
 def _read_heatmap(path, shape, image_path):
