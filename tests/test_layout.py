@@ -264,3 +264,23 @@ def test_every_exception_class_is_in_core_errors():
                 stray.append(f"{path.relative_to(REPO)}:{node.lineno} class {node.name}")
     assert not stray, ("exception classes belong in core/errors.py (import them from there):"
                        "\n  " + "\n  ".join(stray))
+
+
+# --------------------------------------------------------------------------- random streams
+RANDOM_STREAMS = ("random.Random(", "RandomState(")
+PLAN_MODULE = f"{CORE}.plan"
+
+
+def test_only_the_plan_creates_random_streams_in_core():
+    """Every random draw of stages 3-4 comes from the streams core/plan.py makes: a second
+    stream anywhere in core/ (even one named in a comment) is refused."""
+    stray = []
+    for module, (path, _) in MODULES.items():
+        if module == PLAN_MODULE or not (module == CORE or module.startswith(CORE + ".")):
+            continue
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            stray += [f"{path.relative_to(REPO)}:{lineno}: {line.strip()}"
+                      for name in RANDOM_STREAMS if name in line]
+    assert PLAN_MODULE in MODULES and any(
+        name in MODULES[PLAN_MODULE][0].read_text() for name in RANDOM_STREAMS)
+    assert not stray, "random streams are made in core/plan.py only:\n  " + "\n  ".join(stray)
