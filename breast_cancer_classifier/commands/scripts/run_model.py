@@ -30,7 +30,8 @@ def build_parser():
                         help="repetitions classified at once (same numbers at any size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--use-heatmaps", action="store_true")
-    parser.add_argument("--heatmaps-path", help="folder with heatmap_malignant/ and heatmap_benign/")
+    parser.add_argument("--heatmaps-path",
+                        help="folder with heatmap_malignant/ and heatmap_benign/")
     parser.add_argument("--use-augmentation", action="store_true")
     parser.add_argument("--use-hdf5", action="store_true")
     parser.add_argument("--num-epochs", type=int, default=1)
@@ -44,18 +45,25 @@ def build_parser():
     return parser
 
 
+def classifier_settings(parser, args, model_mode, precision, use_hdf5=False):
+    """The :class:`ClassifierSettings` of a stage-4 script's flags (this one's and
+    run_model_single's); refuses repetitions under 1."""
+    if args.batch_size < 1 or args.num_epochs < 1:
+        parser.error("--batch-size and --num-epochs must be at least 1")
+    return ClassifierSettings(
+        model_mode=model_mode, use_heatmaps=args.use_heatmaps,
+        use_augmentation=args.use_augmentation, use_hdf5=use_hdf5,
+        num_epochs=args.num_epochs, batch_size=args.batch_size, seed=args.seed,
+        precision=precision)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.use_heatmaps and not args.heatmaps_path:
         parser.error("--use-heatmaps needs --heatmaps-path")
-    if args.batch_size < 1 or args.num_epochs < 1:
-        parser.error("--batch-size and --num-epochs must be at least 1")
-    settings = ClassifierSettings(
-        model_mode=args.model_mode, use_heatmaps=args.use_heatmaps,
-        use_augmentation=args.use_augmentation, use_hdf5=args.use_hdf5,
-        num_epochs=args.num_epochs, batch_size=args.batch_size, seed=args.seed,
-        precision=args.precision)
+    settings = classifier_settings(parser, args, args.model_mode, args.precision,
+                                   args.use_hdf5)
 
     def body():
         if args.calibration:  # refused before the model runs

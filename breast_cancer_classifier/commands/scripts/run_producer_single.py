@@ -16,8 +16,8 @@ from breast_cancer_classifier.core.stages import heatmaps
 PROG = "run_producer_single"
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+def add_single_heatmap_flags(parser):
+    """The flags of this script that its TensorFlow form (run_producer_single_tf) shares."""
     parser.add_argument("--model-path", required=True, help="patch classifier weights (.p)")
     parser.add_argument("--cropped-mammogram-path", required=True,
                         help="cropped image (.png, or .hdf5)")
@@ -33,6 +33,20 @@ def build_parser():
                              "heatmaps back, instead of the reference's unmirrored behaviour")
     add_overwrite_flag(parser)
     add_trust_flag(parser)
+
+
+def single_heatmap_arguments(args):
+    """``run_producer_single``'s positional and keyword arguments common to both forms."""
+    return ((args.model_path, args.cropped_mammogram_path, args.metadata_path,
+             args.heatmap_path_malignant, args.heatmap_path_benign),
+            dict(batch_size=args.batch_size, seed=args.seed, device_type=args.device_type,
+                 gpu_number=args.gpu_number, proper_mirroring=args.proper_mirroring,
+                 overwrite=args.overwrite, trust_checkpoint=args.trust_checkpoint))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    add_single_heatmap_flags(parser)
     add_runtime_flag(parser)
     add_precision_flag(parser)
     return parser
@@ -40,11 +54,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    positional, keywords = single_heatmap_arguments(args)
     run_cli(PROG, lambda: stage_scripts.run_producer_single(
-        args.model_path, args.cropped_mammogram_path, args.metadata_path,
-        args.heatmap_path_malignant, args.heatmap_path_benign, batch_size=args.batch_size,
-        seed=args.seed, device_type=args.device_type, gpu_number=args.gpu_number,
-        proper_mirroring=args.proper_mirroring, overwrite=args.overwrite,
-        trust_checkpoint=args.trust_checkpoint, runtime=args.runtime,
-        precision=args.precision))
-
+        *positional, **keywords, runtime=args.runtime, precision=args.precision))
