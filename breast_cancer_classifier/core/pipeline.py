@@ -189,12 +189,7 @@ def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_proce
     else:
         record.write_settings(new_settings)
 
-    pass1 = record.finished(PASS1) if resume else None
-    if pass1 is None:
-        pass1_failures = run_pass1(exam_list, data_folder, layout, record, executor.map_tasks)
-    else:
-        pass1_failures = [tuple(f) for f in pass1.get("failures", [])]
-        log.info("run: stages 1-2 already done; reusing %s", layout.data_pkl)
+    pass1_failures = _pass1(exam_list, data_folder, layout, record, executor, resume)
     data = load_exam_list(layout.data_pkl)  # what the stage scripts would read
     plan = make_plan(data, settings.seed, settings.num_epochs, settings.use_augmentation)
     if not (layout.plan.is_file() and _same_plan(layout.plan, plan)):
@@ -206,20 +201,9 @@ def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_proce
         record.append({"event": "continue", "reused": sorted(i for i in selected if i in done),
                        "recomputing": todo, "command": command_line(), "worker": worker_name(),
                        "engine": executor.name})
-    bar = ExamProgress(len(selected), len(selected) - len(todo))
-    recorded = set()
-    try:
-        # The models load after pass 1, whose workers are forks of this process.
-        for entry in executor.run_exams(settings, device, new_settings["runtime"], layout.root,
-                                        todo):
-            if entry["exam"] in recorded:  # a retried worker's second answer
-                continue
-            recorded.add(entry["exam"])
-            record.append(entry)
-            bar.update(entry)
-    finally:
-        bar.close()
-        executor.close()
+    # The models load after pass 1, whose workers are forks of this process.
+    _pass2(executor, record, ExamProgress(len(selected), len(selected) - len(todo)),
+           (settings, device, new_settings["runtime"], layout.root, todo))
     finished = record.finished_exams()
     missing = [i for i in range(len(data)) if i not in finished]
     if missing:
@@ -228,6 +212,30 @@ def run_pipeline(exam_list_path, data_folder, output_dir, settings, *, num_proce
                     len(data))
         return EXIT_PARTIAL
     return assemble(layout, len(data), pass1_failures)
+
+
+def _pass1(exam_list, data_folder, layout, record, executor, resume):
+    """Pass 1, or its failures from the manifest when a resumed run has done it already."""
+    pass1 = record.finished(PASS1) if resume else None
+    if pass1 is None:
+        return run_pass1(exam_list, data_folder, layout, record, executor.map_tasks)
+    log.info("run: stages 1-2 already done; reusing %s", layout.data_pkl)
+    return [tuple(f) for f in pass1.get("failures", [])]
+
+
+def _pass2(executor, record, bar, run_exams_arguments):
+    """Record each exam's manifest entry once, as the executor hands it back."""
+    recorded = set()
+    try:
+        for entry in executor.run_exams(*run_exams_arguments):
+            if entry["exam"] in recorded:  # a retried worker's second answer
+                continue
+            recorded.add(entry["exam"])
+            record.append(entry)
+            bar.update(entry)
+    finally:
+        bar.close()
+        executor.close()
 
 
 def _same_plan(path, plan):
