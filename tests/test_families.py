@@ -120,6 +120,7 @@ def test_a_toy_family_runs_through_bcc_run(toy_family, cohort, random_weights):
     (["--families", "toy"], "no weights for classifier family 'toy'"),
     (["--weights", "nope=x.p"], "unknown classifier family 'nope'"),
     (["--weights", "toy"], "expected FAMILY=PATH"),
+    (["--weights", "toy=x.json"], "toy is not among --families image,imageheatmaps"),
 ])
 def test_a_family_without_weights_or_unknown_exits_2(toy_family, cohort, flags, message,
                                                      capsys):

@@ -90,8 +90,11 @@ def settings_from(args):
     from breast_cancer_classifier.core.engine import EngineSettings
     from breast_cancer_classifier.core.families import get_family
 
-    for family, _ in args.weights:
+    for family, path in args.weights:
         get_family(family)
+        if family not in args.families:
+            raise SettingsError(f"--weights {family}={path}: {family} is not among --families "
+                                f"{','.join(args.families)}; add it there to run it")
     settings = EngineSettings.from_namespace(args, weights=tuple(args.weights))
     settings.weight_paths()  # every family has weights
     return settings

@@ -123,13 +123,14 @@ def single_image_plan(seed, name, view, shape):
 
 
 def window_draws(exam_list, seed=0, num_epochs=10, use_augmentation=True):
-    """Stage 4's draws for every exam, in order: per exam a tuple (one per repetition) of
-    ``{view: WindowDraw}``. One stream serves the run; the draw counts depend on the exam
-    list alone, so a failed exam draws what a complete one would (augmentation.draw_exam)."""
+    """Stage 4's draws for every exam, in order (a generator, one exam at a time): per exam a
+    tuple (one per repetition) of ``{view: WindowDraw}``. One stream serves the run; the draw
+    counts depend on the exam list alone, so a failed exam draws what a complete one would
+    (augmentation.draw_exam)."""
     rng = np.random.RandomState(seed)
-    return [tuple(draw_exam(rng, {view: len(exam[view]) for view in VIEWS}, num_epochs,
-                            use_augmentation))
-            for exam in exam_list]
+    for exam in exam_list:
+        yield tuple(draw_exam(rng, {view: len(exam[view]) for view in VIEWS}, num_epochs,
+                              use_augmentation))
 
 
 def single_image_draws(seed, num_epochs, use_augmentation):
@@ -145,7 +146,7 @@ def make_plan(exam_list, seed=0, num_epochs=10, use_augmentation=True):
     strides = StrideStream(seed)
     draws = window_draws(exam_list, seed, num_epochs, use_augmentation)
     exams = []
-    for index, exam in enumerate(exam_list):
+    for index, (exam, exam_draws) in enumerate(zip(exam_list, draws)):
         images = []
         for view in VIEWS:
             for list_index, name in enumerate(exam[view]):
@@ -154,7 +155,7 @@ def make_plan(exam_list, seed=0, num_epochs=10, use_augmentation=True):
                     raise ExamListError(f"exam {index}: {name} has no window_location; the "
                                         "plan needs stage 1's crop boxes")
                 images.append(strides.image_plan(name, view, shape))
-        exams.append(ExamPlan(index, tuple(images), draws[index]))
+        exams.append(ExamPlan(index, tuple(images), exam_draws))
     return Plan(exams, seed, num_epochs, use_augmentation)
 
 

@@ -140,7 +140,8 @@ def classify_exams(exam_list, model, image_dir, heatmaps_dir, settings, device, 
                    batching=None):
     """Predictions for every exam, in order: a (4,) float32 array, or ``None`` if it failed.
 
-    The draws come from the plan (``plan.window_draws``: one stream over the whole list);
+    The draws come from the plan (``plan.window_draws``: one stream over the whole list,
+    drawn exam by exam);
     each exam runs through :func:`engine.predict_exam`. ``batching``: a
     :class:`classify.DeviceBatching` (default: the device's), whose ``prefetch_depth``
     exams are also read ahead. Failures are added to ``report`` (a :class:`FailureReport`).
@@ -154,13 +155,13 @@ def classify_exams(exam_list, model, image_dir, heatmaps_dir, settings, device, 
                                          pool.map), batching.prefetch_depth)) as exams:
         for index, inputs in progress(exams, total=len(exam_list), desc="Classifying",
                                       unit="exam"):
+            exam_draws = next(draws)  # drawn for a failed exam too: the stream stays in step
             if isinstance(inputs, InputImageError):
                 report.add(f"exam {index} ({exam_names(exam_list[index])})", inputs)
                 predictions.append(None)
                 continue
             predictions.append(predict_exam(model, inputs, exam_list[index]["best_center"],
-                                            draws[index], settings, device, batching,
-                                            pool.map))
+                                            exam_draws, settings, device, batching, pool.map))
             del inputs
     return predictions
 
