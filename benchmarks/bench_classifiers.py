@@ -9,7 +9,7 @@ numbers. Three tables:
 
 1. Whole stage per exam, per model variant: the straightforward path (table 2's inputs,
    batch size 1) beside ours (``classify_exams`` as ``run_model`` runs it, with the
-   device's ``RunPlan``), and batch size 10 run whole per forward pass, as on a GPU.
+   device's ``DeviceBatching``), and batch size 10 run whole per forward pass, as on a GPU.
 2. The input side alone (read the exam's files, cut, resize and standardize 10 x 4
    windows), the straightforward way (views in turn, ``np.stack``/``fliplr`` copies, a
    strided channel copy per window) against ours, with the largest difference (must be 0).
@@ -41,10 +41,11 @@ from breast_cancer_classifier.core.stages.augmentation import (cut_window, draw_
                                                                window_location)
 from breast_cancer_classifier.core.classifier_models import (ResNetColumn, build_image_model,  # noqa: E402
                                                              build_view_split_model)
-from breast_cancer_classifier.core.stages.classify import (ClassifierSettings, RunPlan,  # noqa: E402
-                                                           batch_probabilities, classify_exams,
-                                                           exam_batch, read_exam_inputs,
-                                                           reuse_freed_memory)
+from breast_cancer_classifier.core.allocator import heap_for_classifiers  # noqa: E402
+from breast_cancer_classifier.core.stage_scripts import classify_exams  # noqa: E402
+from breast_cancer_classifier.core.stages.classify import (ClassifierSettings,  # noqa: E402
+                                                           DeviceBatching, batch_probabilities,
+                                                           exam_batch, read_exam_inputs)
 from breast_cancer_classifier.core.failures import FailureReport  # noqa: E402
 from breast_cancer_classifier.core.runtime import resolve_device  # noqa: E402
 from breast_cancer_classifier.core.views import (INPUT_SIZE, VIEWS, flip_for_model, view_angle)  # noqa: E402
@@ -91,14 +92,14 @@ def straightforward_stage(exams, folder, model, settings, device):
 
 
 def whole_stage(exams, folder, device, batch_sizes):
-    plan = RunPlan.for_device(device)
+    plan = DeviceBatching.for_device(device)
     print(f"\n1. Whole stage 4, {len(exams)} exam(s), {EPOCHS} augmented epochs; ours with "
           f"{plan}")
     print(f"{'model':<22}{'path':<34}{'batch':>6}{'wall s/exam':>13}{'cpu s/exam':>12}")
     runs = [("straightforward", 1, None), ("ours", 1, plan)]
     for batch_size in batch_sizes:
         if plan.forward_size(batch_size) != batch_size:
-            runs.append(("ours, whole batches per forward", batch_size, RunPlan(max_forward=0)))
+            runs.append(("ours, whole batches per forward", batch_size, DeviceBatching(max_forward=0)))
         if batch_size != 1:
             runs.append(("ours", batch_size, plan))
     for mode, heatmaps in MODELS:
@@ -182,7 +183,7 @@ def input_side(exams, folder):
     _, wall, cpu = timed(consume, straightforward_inputs(exams, folder, settings))
     print(f"{'straightforward (views in turn, copies)':<46}{wall / len(exams):>12.2f}"
           f"{cpu / len(exams):>12.2f}{'-':>10}", flush=True)
-    for threads in (1, RunPlan().view_threads):
+    for threads in (1, DeviceBatching().view_threads):
         with ThreadPoolExecutor(threads) as pool:
             _, wall, cpu = timed(consume, our_inputs(exams, folder, settings, pool.map))
             # Then the same batches again, each compared with the straightforward one.
@@ -251,7 +252,7 @@ def main(argv=None):
     parser.add_argument("--skip-models", action="store_true", help="tables 2 and 3 only")
     args = parser.parse_args(argv)
     os.environ["BCC_NO_PROGRESS"] = "1"
-    reuse_freed_memory()
+    heap_for_classifiers()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device_type)

@@ -65,11 +65,10 @@ def worker(args):
 
     The heatmaps of the last run are saved to ``args.save`` as a (2, H, W) array.
     """
-    import random
-
     import numpy as np
 
     from breast_cancer_classifier.core import patch_runtime
+    from breast_cancer_classifier.core.plan import single_image_plan
     from breast_cancer_classifier.core.stages import heatmaps
 
     runtime, _, max_forward = args.configs[0].partition(":")
@@ -94,10 +93,11 @@ def worker(args):
     base_rss = _memory_mb("VmRSS")
     times, cpu_times = [], []
     for _ in range(args.repeat):
-        rows, columns = heatmaps.draw_strides(raw.shape, random.Random(0))
+        image_plan = single_image_plan(0, args.image, view, raw.shape)
+        rows, columns = image_plan.strides
         start, cpu_start = time.perf_counter(), os.times()
-        image = heatmaps.prepare_image(raw, view, horizontal_flip)
-        maps = heatmaps.compute_heatmaps(classify, image, rows, columns, args.batch_size)
+        job = heatmaps.heatmap_job(raw, image_plan, horizontal_flip, args.image)
+        maps = heatmaps.image_heatmaps(classify, job, args.batch_size)
         times.append(time.perf_counter() - start)
         cpu_end = os.times()
         cpu_times.append(cpu_end.user - cpu_start.user + cpu_end.system - cpu_start.system)

@@ -14,7 +14,7 @@ parity kit's ``weights/patch.p``, ``image_split.p``, ``imageheatmaps_split.p``) 
 * ``bcc run --device-type cpu`` (one process), run as ``breast_cancer_classifier.bcc.main``
   in a child Python that first wraps the model forward passes with timers (the patch
   runtimes' ``__call__``, ``OnnxRuntime`` and ``TorchRuntime``, and
-  ``core.stages.classify.batch_probabilities``); no library code is changed,
+  ``core.engine``'s ``batch_probabilities``); no library code is changed,
 
 each into its own temporary folder, with the same ``--num-epochs`` and ``--num-processes``.
 Every file run.sh writes must be byte-identical at the same path in bcc's folder ("identical
@@ -94,8 +94,7 @@ def bcc_worker(timings_path, argv):
     """
     start = time.perf_counter()
     from breast_cancer_classifier import bcc
-    from breast_cancer_classifier.core import patch_runtime
-    from breast_cancer_classifier.core.stages import classify
+    from breast_cancer_classifier.core import engine, patch_runtime
 
     timers = {"patch": [0.0, 0], "classifier": [0.0, 0]}
     depth = [0]
@@ -117,7 +116,7 @@ def bcc_worker(timings_path, argv):
 
     for runtime in (patch_runtime.OnnxRuntime, patch_runtime.TorchRuntime):
         runtime.__call__ = timed(runtime.__call__, "patch")
-    classify.batch_probabilities = timed(classify.batch_probabilities, "classifier")
+    engine.batch_probabilities = timed(engine.batch_probabilities, "classifier")
     imported = time.perf_counter() - start
     status = 0
     try:

@@ -15,7 +15,6 @@ tf32 rows appear on NVIDIA GPUs only. Not collected by pytest.
 import argparse
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ def stage3(device, precision, count):
     import numpy as np
 
     from breast_cancer_classifier.core import patch_runtime
+    from breast_cancer_classifier.core.plan import single_image_plan
     from breast_cancer_classifier.core.stages import heatmaps
     from breast_cancer_classifier.core import formats
     from breast_cancer_classifier.core.checkpoints.patch import load_patch_classifier
@@ -40,10 +40,8 @@ def stage3(device, precision, count):
     top, bottom, left, right = load_metadata(
         case / "expected" / "single" / IMAGE / "cropped_metadata.pkl")["window_location"]
     raw = formats.read_mammogram_png(case / "images" / f"{IMAGE}.png")[top:bottom, left:right]
-    image = heatmaps.prepare_image(raw, "L-CC", "NO")
-    item = heatmaps._ImageHeatmaps(IMAGE, image, *heatmaps.draw_strides(raw.shape,
-                                                                        random.Random(0)))
-    batch = np.stack([item.patch(i) for i in range(count)]).astype(np.float32)
+    job = heatmaps.heatmap_job(raw, single_image_plan(0, IMAGE, "L-CC", raw.shape), "NO", IMAGE)
+    batch = np.stack([job.patch(i) for i in range(count)]).astype(np.float32)
     batch = np.ascontiguousarray(np.repeat(batch[..., None], 3, axis=3))
     model = load_patch_classifier(PARITY / "weights" / "patch.p", device)
     patch_runtime.classify_patches(model, batch[:2], device, precision=precision)  # warm-up
@@ -55,7 +53,8 @@ def stage3(device, precision, count):
 def stage4(device_type, precision):
     """(seconds, {"benign", "malignant"}) of the single-image classifier on IMAGE."""
     from breast_cancer_classifier.core import formats
-    from breast_cancer_classifier.core.stages.classify import ClassifierSettings, run_model_single
+    from breast_cancer_classifier.core.stage_scripts import run_model_single
+    from breast_cancer_classifier.core.stages.classify import ClassifierSettings
     from breast_cancer_classifier.core.exam_list import load_metadata
 
     case = PARITY / "real_cc"

@@ -82,8 +82,8 @@ def check_heatmaps(kit, device_type, tmp):
 
     from breast_cancer_classifier.core import formats
     from breast_cancer_classifier.core.exam_list import load_metadata
-    from breast_cancer_classifier.core.stages.heatmaps import (load_patch_runtime,
-                                                               produce_single_heatmaps)
+    from breast_cancer_classifier.core.patch_runtime import load_patch_runtime
+    from breast_cancer_classifier.core.single import single_image_heatmaps
 
     single = kit / "real_cc" / "expected" / "single" / SINGLE
     metadata = load_metadata(single / "cropped_metadata.pkl")
@@ -92,9 +92,10 @@ def check_heatmaps(kit, device_type, tmp):
     cropped = tmp / f"{SINGLE}.png"
     formats.write_png(cropped, np.ascontiguousarray(image[top:bottom, left:right]))
     classify = load_patch_runtime(kit / "weights" / "patch.p", device_type, runtime="torch")
-    produce_single_heatmaps(classify, cropped, metadata)  # warm-up
+    raw = formats.read_mammogram_png(cropped)
+    single_image_heatmaps(classify, raw, metadata, cropped)  # warm-up
     start = time.perf_counter()
-    malignant, benign = produce_single_heatmaps(classify, cropped, metadata)
+    malignant, benign = single_image_heatmaps(classify, raw, metadata, cropped)
     seconds = time.perf_counter() - start
     diff = max(float(np.abs(malignant - formats.read_hdf5(single / "malignant_heatmap.hdf5")).max()),
                float(np.abs(benign - formats.read_hdf5(single / "benign_heatmap.hdf5")).max()))
@@ -107,7 +108,8 @@ def check_classifiers(kit, device_type, tmp):
     import numpy as np
 
     from breast_cancer_classifier.core import formats
-    from breast_cancer_classifier.core.stages.classify import ClassifierSettings, run_model
+    from breast_cancer_classifier.core.stage_scripts import run_model
+    from breast_cancer_classifier.core.stages.classify import ClassifierSettings
 
     expected = kit / "synth_a" / "expected"
     settings = ClassifierSettings(use_heatmaps=True, use_augmentation=True, num_epochs=10)

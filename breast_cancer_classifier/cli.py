@@ -82,3 +82,24 @@ def models_dir_of(args, prog):
         return Path(args.models_dir)
     log.info("%s: models folder %s", prog, describe_models_dir())
     return models_dir()
+
+
+def add_compute_flags(parser, defaults):
+    """The flags ``bcc run`` and ``bcc single`` share; ``defaults`` (their settings) gives
+    the model paths and the repetitions."""
+    parser.add_argument("--patch-model-path", default=defaults.patch_model_path)
+    parser.add_argument("--image-model-path", default=defaults.image_model_path)
+    parser.add_argument("--imageheatmaps-model-path", default=defaults.imageheatmaps_model_path)
+    add_device_flags(parser)
+    parser.set_defaults(device_type="gpu")
+    parser.add_argument("--num-epochs", type=positive_int, default=defaults.num_epochs,
+                        help="augmented repetitions averaged by the classifiers (default 10)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--heatmap-batch-size", type=positive_int,
+                        default=defaults.heatmap_batch_size, help="patches per batch (stage 3)")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.batch_size,
+                        help="repetitions per classifier batch (numbers do not change)")
+    add_runtime_flag(parser)
+    add_precision_flag(parser)
+    add_trust_flag(parser)
+    add_overwrite_flag(parser)

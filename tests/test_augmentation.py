@@ -202,3 +202,17 @@ def test_window_batch_equals_stacked_windows_of_the_chosen_images():
     assert batch.flags.c_contiguous
     np.testing.assert_array_equal(batch, expected)
 
+
+def test_image_channel_of_a_3_channel_resize_is_not_a_1_channel_resize():
+    """OpenCV's bicubic resize takes other arithmetic paths for 3 channels than for 1, so the
+    image channel of stage 4b's windows may differ in the last bits from stage 4a's windows.
+    The engine therefore cuts and resizes each classifier family's windows from its own
+    channels (one read, a cut per family), which keeps stage 4a's numbers those of run.sh."""
+    rng = np.random.default_rng(0)
+    joint = np.empty((2900, 2100, 3), dtype=np.float32)
+    joint[..., 0] = rng.integers(0, 65536, size=joint.shape[:2])
+    joint[..., 1:] = rng.random(joint.shape[:2] + (2,))
+    three = resize_window(joint, "CC")[..., 0]
+    one = resize_window(np.ascontiguousarray(joint[..., :1]), "CC")[..., 0]
+    assert np.allclose(three, one, rtol=0, atol=0.1)  # the same interpolation...
+    assert not np.array_equal(three, one)  # ...but not the same bits

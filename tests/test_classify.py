@@ -26,9 +26,10 @@ import torch
 
 from breast_cancer_classifier.core import formats
 from breast_cancer_classifier.core.checkpoints.classifier import load_classifier
-from breast_cancer_classifier.core.stages.classify import (ClassifierSettings, RunPlan,
-                                                           classify_exams, label_probabilities,
-                                                           reuse_freed_memory, run_model_single)
+from breast_cancer_classifier.core.allocator import heap_for_classifiers
+from breast_cancer_classifier.core.stage_scripts import classify_exams, run_model_single
+from breast_cancer_classifier.core.stages.classify import (ClassifierSettings, DeviceBatching,
+                                                           label_probabilities)
 from breast_cancer_classifier.core.exam_list import (STAGE_KEYS, iter_images, load_exam_list,
                                                      save_exam_list)
 from breast_cancer_classifier.core.failures import FailureReport, failures_csv_path
@@ -65,10 +66,11 @@ def crop_parity_case(case_dir, out_dir):
     return exam_list
 
 
-def _plan(batch_size):
-    """The CPU's plan, but batches of more than one go through the model whole, as on a GPU
-    (the CPU's own plan runs one repetition per forward pass whatever the batch size)."""
-    return RunPlan.for_device(torch.device("cpu")) if batch_size == 1 else RunPlan(max_forward=0)
+def _batching(batch_size):
+    """The CPU's batching, but batches of more than one go through the model whole, as on a
+    GPU (the CPU's own runs one repetition per forward pass whatever the batch size)."""
+    return (DeviceBatching.for_device(torch.device("cpu")) if batch_size == 1
+            else DeviceBatching(max_forward=0))
 
 
 class Kit:
@@ -104,7 +106,7 @@ class Kit:
             report = FailureReport("test")
             predictions = classify_exams(exam_list, model, cropped_dir,
                                          case_dir / "expected" / "heatmaps", settings,
-                                         torch.device("cpu"), report, _plan(batch_size))
+                                         torch.device("cpu"), report, _batching(batch_size))
             assert len(report) == 0, report.failures
             self.predictions[key] = np.stack(predictions)
         return self.predictions[key]
@@ -131,13 +133,13 @@ class Kit:
             weights, view, cropped_dir / f"{image}.png", single_dir / "cropped_metadata.pkl",
             settings, heatmap_paths=(single_dir / "malignant_heatmap.hdf5",
                                      single_dir / "benign_heatmap.hdf5"),
-            plan=_plan(batch_size))
+            batching=_batching(batch_size))
 
 
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory):
     weights_dir = parity_case("weights")
-    reuse_freed_memory()  # as run_model does: a third less CPU time per forward pass
+    heap_for_classifiers()  # as run_model does: a third less CPU time per forward pass
     return Kit(tmp_path_factory, weights_dir)
 
 
@@ -211,11 +213,11 @@ def test_input_side_threads_change_neither_numbers_nor_failures(kit):
     settings = ClassifierSettings(use_augmentation=True, num_epochs=3, seed=4)
     model = load_classifier(kit.weights_dir / "image_split.p", "view_split", 1)
     results = []
-    for plan in (RunPlan(max_forward=1, view_threads=1, prefetch_depth=0),
-                 RunPlan(max_forward=1, view_threads=4, prefetch_depth=2)):
+    for batching in (DeviceBatching(max_forward=1, view_threads=1, prefetch_depth=0),
+                     DeviceBatching(max_forward=1, view_threads=4, prefetch_depth=2)):
         report = FailureReport("test")
         predictions = classify_exams(exams, model, cropped_dir, None, settings,
-                                     torch.device("cpu"), report, plan)
+                                     torch.device("cpu"), report, batching)
         results.append((predictions, report.failures))
     (first, first_report), (second, second_report) = results
     assert first[1] is None and second[1] is None
@@ -224,11 +226,12 @@ def test_input_side_threads_change_neither_numbers_nor_failures(kit):
     assert first_report == second_report and "no_such_image" in str(first_report)
 
 
-def test_run_plan_runs_one_repetition_per_forward_on_a_cpu_and_whole_batches_on_a_gpu():
-    cpu, gpu = RunPlan.for_device(torch.device("cpu")), RunPlan.for_device(torch.device("cuda"))
+def test_device_batching_runs_one_repetition_per_forward_on_a_cpu_and_whole_batches_on_a_gpu():
+    cpu = DeviceBatching.for_device(torch.device("cpu"))
+    gpu = DeviceBatching.for_device(torch.device("cuda"))
     assert [cpu.forward_size(n) for n in (1, 4, 10)] == [1, 1, 1]
     assert [gpu.forward_size(n) for n in (1, 4, 10)] == [1, 4, 10]
-    assert RunPlan(max_forward=3).forward_size(10) == 3
+    assert DeviceBatching(max_forward=3).forward_size(10) == 3
     assert cpu.prefetch_depth == 0 and gpu.prefetch_depth == 1
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from breast_cancer_classifier.core.errors import SettingsError
 from breast_cancer_classifier.core.exam_list import save_exam_list
-from breast_cancer_classifier.core.pipeline import RunLayout, run_pipeline
+from breast_cancer_classifier.core.pipeline import run_pipeline
+from breast_cancer_classifier.core.run_layout import RunLayout
 from breast_cancer_classifier.core.views import VIEWS
 from breast_cancer_classifier.tools.phantoms import make_phantom, short_file_path
 

@@ -268,11 +268,6 @@ def test_every_exception_class_is_in_core_errors():
 
 # --------------------------------------------------------------------------- src/ scripts
 SCRIPT_MAX_LINES = 15
-# The stage-3/4 scripts still hold their parsers (their move to commands/scripts/ is another
-# change of the same issue): expected to fail until it lands; the integrator empties this.
-NOT_YET_THIN = {"src/heatmaps/run_producer.py", "src/heatmaps/run_producer_single.py",
-                "src/heatmaps/run_producer_single_tf.py", "src/modeling/run_model.py",
-                "src/modeling/run_model_single.py", "src/modeling/run_model_single_tf.py"}
 SCRIPTS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "src").rglob("*.py")
                  if "__pycache__" not in p.parts)
 
@@ -300,12 +295,10 @@ def _thin_script_problems(path):
 
 def test_src_scripts_are_found():
     assert {"src/cropping/crop_mammogram.py", "src/utilities/download_files.py"} <= set(SCRIPTS)
-    assert NOT_YET_THIN <= set(SCRIPTS)
+    assert {"src/heatmaps/run_producer.py", "src/modeling/run_model_single_tf.py"} <= set(SCRIPTS)
 
 
-@pytest.mark.parametrize("script", [
-    pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="parser not yet moved"))
-    if s in NOT_YET_THIN else s for s in SCRIPTS])
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_src_script_only_calls_a_main(script):
     problems = _thin_script_problems(REPO / script)
     assert not problems, f"{script}: " + "; ".join(problems)
@@ -318,3 +311,23 @@ def test_thin_script_check_catches_a_parser(tmp_path):
     long = tmp_path / "long.py"
     long.write_text('"""Doc."""\n' + "import os\n" * 20)
     assert _thin_script_problems(long) == ["21 lines (at most 15)"]
+
+
+# --------------------------------------------------------------------------- random streams
+RANDOM_STREAMS = ("random.Random(", "RandomState(")
+PLAN_MODULE = f"{CORE}.plan"
+
+
+def test_only_the_plan_creates_random_streams_in_core():
+    """Every random draw of stages 3-4 comes from the streams core/plan.py makes: a second
+    stream anywhere in core/ (even one named in a comment) is refused."""
+    stray = []
+    for module, (path, _) in MODULES.items():
+        if module == PLAN_MODULE or not (module == CORE or module.startswith(CORE + ".")):
+            continue
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            stray += [f"{path.relative_to(REPO)}:{lineno}: {line.strip()}"
+                      for name in RANDOM_STREAMS if name in line]
+    assert PLAN_MODULE in MODULES and any(
+        name in MODULES[PLAN_MODULE][0].read_text() for name in RANDOM_STREAMS)
+    assert not stray, "random streams are made in core/plan.py only:\n  " + "\n  ".join(stray)

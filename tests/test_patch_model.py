@@ -1,7 +1,7 @@
 """The patch classifier (SPEC 6.1) and its checkpoint loader (checkpoints.patch).
 
 Models with random weights are used for shapes and padding only; the numbers are checked
-against the reference in test_heatmaps.py (parity kit).
+against the reference in test_stage_scripts.py (parity kit).
 """
 
 import argparse
@@ -20,6 +20,9 @@ from breast_cancer_classifier.core.checkpoints.patch import (fit_patch_state_dic
 from breast_cancer_classifier.core.errors import CheckpointError
 from breast_cancer_classifier.core.patch_model import (PatchClassifier, SameConv2d, SameMaxPool2d,
                                                        tf_same_padding)
+
+from conftest import PARITY
+from patch_helpers import legacy_copy
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +226,19 @@ def test_loads_onto_requested_device(random_checkpoint):
     assert next(loaded.parameters()).device.type == "cpu"
     assert np.isfinite(loaded(torch.zeros(1, 3, 256, 256)).detach().numpy()).all()
 
+
+@pytest.fixture(scope="module")
+def legacy_weights(tmp_path_factory):
+    weights = PARITY / "weights" / "patch.p"
+    if not weights.is_file():
+        pytest.skip(f"{weights} not found")
+    return legacy_copy(weights, tmp_path_factory.mktemp("legacy") / "legacy_patch.p")
+
+
+def test_legacy_copy_loads_the_same_model(legacy_weights):
+    current = load_patch_classifier(PARITY / "weights" / "patch.p").state_dict()
+    legacy = load_patch_classifier(legacy_weights).state_dict()
+    assert list(current) == list(legacy)
+    for key, value in current.items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, legacy[key]), key

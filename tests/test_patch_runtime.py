@@ -20,6 +20,7 @@ from breast_cancer_classifier.core.patch_runtime import (OnnxRuntime, TorchRunti
                                                          cached_graph_path, choose_runtime,
                                                          export_onnx, make_patch_runtime,
                                                          onnxruntime_available)
+from breast_cancer_classifier.core.plan import ImagePlan
 from breast_cancer_classifier.core.stages import heatmaps
 from breast_cancer_classifier.core.views import flip_for_model
 
@@ -180,8 +181,9 @@ def test_default_runtime_synth_c_map_within_margin(parity_weights):
             continue
         raw = formats.read_mammogram_png(case / "images" / f"{name}.png")[top:bottom, left:right]
         rows, columns = heatmaps.draw_strides(raw.shape, rng)
-        image = heatmaps.prepare_image(raw, view, exam["horizontal_flip"])
-        maps = heatmaps.compute_heatmaps(classify, image, rows, columns, batch_size=100)
+        image_plan = ImagePlan(name, view, raw.shape, tuple(rows), tuple(columns))
+        job = heatmaps.heatmap_job(raw, image_plan, exam["horizontal_flip"], name)
+        maps = heatmaps.image_heatmaps(classify, job, batch_size=100)
         for kind, heatmap in zip(("malignant", "benign"), maps):
             expected = formats.read_hdf5(case / "expected" / "heatmaps" / f"heatmap_{kind}"
                                          / f"{name}.hdf5")
@@ -192,3 +194,23 @@ def test_default_runtime_synth_c_map_within_margin(parity_weights):
             assert deviation <= MARGIN, f"{kind} map deviates by {deviation:.3g}"
         return
     pytest.fail(f"{SYNTH_C_IMAGE} is not in {case / 'expected' / 'data.pkl'}")
+
+
+@pytest.mark.parametrize("n, max_forward, sizes", [
+    (100, 25, [25, 25, 25, 25]), (60, 25, [20, 20, 20]), (26, 25, [13, 13]),
+    (8, 25, [8]), (100, 100, [100]), (101, 50, [33, 34, 34]),
+])
+def test_forward_pieces(n, max_forward, sizes):
+    pieces = patch_runtime.forward_pieces(n, max_forward)
+    assert [b - a for a, b in pieces] == sizes
+    assert pieces[0][0] == 0 and pieces[-1][1] == n
+
+
+def test_trusted_exports_are_cached_apart(patch_checkpoint, tmp_path):
+    checkpoint, _ = patch_checkpoint
+    plain = cached_graph_path(checkpoint, cache_dir=tmp_path)
+    trusted = cached_graph_path(checkpoint, trust=True, cache_dir=tmp_path)
+    assert plain != trusted and plain.parent == trusted.parent == tmp_path
+    other = tmp_path / "other.p"
+    other.write_bytes(checkpoint.read_bytes() + b"\0")
+    assert cached_graph_path(other, cache_dir=tmp_path) != plain  # keyed by content

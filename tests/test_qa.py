@@ -1,6 +1,7 @@
 """The data quality check (core.qa, ``bcc qa``): one generated fault per check is
 flagged, the kit's real images and the sample exams are not, raw and cropped lists give the
-same rows, and the hook of ``bcc run`` writes its CSV and warns without raising."""
+same rows, and the hook of ``bcc run`` writes its CSV from its workers' measures and warns
+without raising."""
 
 import csv
 import logging
@@ -12,6 +13,7 @@ from breast_cancer_classifier.commands import qa as qa_command
 from breast_cancer_classifier.core import formats, qa
 from breast_cancer_classifier.core.exam_list import load_exam_list, save_exam_list
 from breast_cancer_classifier.core.stages.cropping import crop_exam_list
+from breast_cancer_classifier.core.stages.preprocess import preprocess_exam_list
 from breast_cancer_classifier.core.views import VIEWS
 from breast_cancer_classifier.tools.phantoms import make_phantom
 
@@ -148,14 +150,19 @@ def test_no_false_alarm_on_the_sample_exams():
     assert len(rows) == 16 and all(r["flags"] == "" for r in rows)
 
 
-def test_run_hook_writes_the_csv_and_never_raises(data, tmp_path, caplog):
+def test_run_hook_writes_the_csv_from_the_workers_measures_and_never_raises(data, tmp_path,
+                                                                           caplog):
+    # bcc run's pass 1 takes the measures on the crops it holds: the same rows as bcc qa
+    # reading those crops back, without a second decode.
     root, exams = data
-    cropped = crop_exam_list(exams[1:2], root / "images", tmp_path / "crops")
-    save_exam_list(cropped, tmp_path / "crops" / "list.pkl")
+    measured = {}
+    cropped, _ = preprocess_exam_list(exams[1:2], root / "images", tmp_path / "crops",
+                                      measured=measured)
     with caplog.at_level(logging.WARNING, logger="breast_cancer_classifier"):
-        rows = qa.check_run(tmp_path / "crops" / "list.pkl", tmp_path / "crops",
-                                 tmp_path / "qa.csv")
+        rows = qa.check_run(cropped, measured, tmp_path / "qa.csv")
     assert (tmp_path / "qa.csv").read_text().count("\n") == len(rows) + 1 == 5
     assert "quality check: eight_bit: 1: eight_bit" in caplog.text
-    assert qa.check_run(tmp_path / "nothing.pkl", tmp_path, tmp_path / "x.csv") is None
+    assert rows == qa.check_exam_list(cropped, tmp_path / "crops")
+    measured.pop(cropped[0]["L-CC"][0])
+    assert qa.check_run(cropped, measured, tmp_path / "x.csv") is None
     assert "quality check could not run" in caplog.text and not (tmp_path / "x.csv").exists()

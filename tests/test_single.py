@@ -1,6 +1,8 @@
-"""``bcc single`` (core.single): run_single.sh in one process, checked against the kit."""
+"""The single-image path (core.single): ``bcc single`` (run_single.sh in one process) checked
+against the kit, and the single-image heatmap quirk of SPEC 9."""
 
 import json
+import random
 
 import numpy as np
 import pytest
@@ -9,9 +11,13 @@ from breast_cancer_classifier.bcc import main as bcc_main
 from breast_cancer_classifier.core import formats
 from breast_cancer_classifier.core.errors import OutputExistsError
 from breast_cancer_classifier.core.exam_list import load_metadata
-from breast_cancer_classifier.core.single import SINGLE_FILES, SingleSettings, run_single
+from breast_cancer_classifier.core.patch_runtime import TorchRuntime
+from breast_cancer_classifier.core.single import (SINGLE_FILES, SingleSettings, run_single,
+                                                  single_image_heatmaps)
+from breast_cancer_classifier.core.stages import heatmaps
 
 from conftest import PARITY, parity_case
+from patch_helpers import StatsModel, naive_heatmaps, random_image
 
 PARITY_TOL = 1e-4  # single-image probabilities (as tests/test_classify.py)
 MAP_TOL = 1e-5
@@ -63,3 +69,20 @@ def test_bcc_single_bad_view_exits_2(tmp_path, capsys):
                   "--device-type", "cpu"])
     assert stop.value.code == 2
     assert "L-CC" in capsys.readouterr().err
+
+
+def test_single_image_quirk_and_proper_mirroring(tmp_path):
+    raw = random_image((420, 510), 9)
+    path = tmp_path / "cropped.png"
+    formats.write_png(path, raw)
+    metadata = {"horizontal_flip": "NO", "full_view": "R-CC", "side": "R", "view": "CC"}
+    model = StatsModel()
+    rows, columns = heatmaps.draw_strides(raw.shape, random.Random(0))
+    classify = TorchRuntime(model, "cpu")
+    quirk = single_image_heatmaps(classify, raw, metadata, path, batch_size=7)
+    expected = naive_heatmaps(model, heatmaps.standardize(raw), rows, columns)
+    np.testing.assert_allclose(quirk[0], expected[0], rtol=0, atol=1e-6)  # not mirrored
+    proper = single_image_heatmaps(classify, raw, metadata, path, batch_size=7,
+                                   proper_mirroring=True)
+    expected = naive_heatmaps(model, heatmaps.standardize(np.fliplr(raw)), rows, columns)
+    np.testing.assert_allclose(proper[1], np.fliplr(expected[1]), rtol=0, atol=1e-6)

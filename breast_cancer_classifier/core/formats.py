@@ -7,6 +7,8 @@ Whole output folders are staged the same way (:func:`staged_output_dir`).
 
 import contextlib
 import csv
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -170,10 +172,17 @@ def _transposed(data):
 
 
 def write_hdf5(path, array):
-    """Write a 2-D (H, W) array as dataset ``image`` holding ``array.T``, lzf, atomically."""
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=np.asarray(array).T, compression="lzf")
+    """Write a 2-D (H, W) array as dataset ``image`` holding ``array.T``, lzf, atomically.
+
+    The file is made in memory (the same bytes as written to disk directly) so that its
+    SHA-256, returned, is that of the bytes written rather than of a second read.
+    """
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.create_dataset("image", data=np.asarray(array).T, compression="lzf")
+    data = buffer.getvalue()
+    write_bytes_atomic(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 # A pipeline image file's format, by its suffix (SPEC 3): one reader per format.

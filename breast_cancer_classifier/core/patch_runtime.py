@@ -17,7 +17,6 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
 ``auto`` (the default) is torch everywhere: see :func:`choose_runtime`.
 """
 
-import functools
 import importlib.metadata
 import os
 import subprocess
@@ -28,8 +27,8 @@ import numpy as np
 
 from .hashing import file_sha256
 from .errors import CheckpointError, PipelineError, SettingsError
-from .runtime import (M_MMAP_THRESHOLD, check_precision, glibc_mallopt, log, precision_context,
-                      resolve_device, runs_on_cpu)
+from .allocator import heap_for_patches
+from .runtime import check_precision, log, precision_context, resolve_device, runs_on_cpu
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
 PATCH_SHAPE = (256, 256, 3)
@@ -40,7 +39,6 @@ ONNX_GRAPH_VARIANT = "bn"  # BatchNormalization kept apart from the convolutions
 ONNX_DISABLED_OPTIMIZERS = ("ConvBNFusion",)
 ONNX_MAX_FORWARD = 5  # patches per session.run (memory, see OnnxRuntime.__call__)
 CPU_MAX_FORWARD = 25  # patches per PyTorch forward pass on the CPU (memory, forward_pieces)
-MMAP_THRESHOLD = 1 << 20  # glibc: blocks from 1 MiB up are mmapped (_limit_heap_fragmentation)
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # so the export child finds the package
 
 
@@ -144,7 +142,7 @@ def classify_patches(model, batch, device, max_forward=None, precision="fp32"):
 
     on_cpu = torch.device(device).type == "cpu"
     if on_cpu:
-        _limit_heap_fragmentation()
+        heap_for_patches()  # activations go back to the system when freed (allocator)
     if max_forward is None:
         max_forward = CPU_MAX_FORWARD if on_cpu else len(batch)
     with torch.inference_mode(), precision_context(precision, device):
@@ -167,20 +165,6 @@ def forward_pieces(n, max_forward):
     pieces = max(1, -(-n // max(1, max_forward)))
     bounds = [n * i // pieces for i in range(pieces + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
-
-
-@functools.lru_cache(maxsize=None)
-def _limit_heap_fragmentation():
-    """Have glibc serve every block of 1 MiB or more with its own mmap (Linux only).
-
-    A forward pass allocates and frees hundreds of MB of activations. By default glibc
-    raises its mmap threshold as large blocks are freed (up to 32 MiB) and keeps the freed
-    memory in its heap, where it fragments: peak RSS for a real CC image grew from about
-    1.2 GB to 1.7 GB. With a fixed threshold freed activations go straight back to the
-    system. Only memory use changes, never a number. Process-wide, applied once.
-    """
-    glibc_mallopt((M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-
 
 
 def _is_cpu(device):

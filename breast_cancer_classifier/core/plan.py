@@ -1,9 +1,11 @@
 """The random-number plan of a run: every draw of stages 3 and 4, made before any exam runs.
 
-Only two things tie a run's exams together (SPEC 6 and 7.2):
+This module is the only place in ``core`` that creates a random stream. Only two tie a
+run's exams together (SPEC 6 and 7.2):
 
 * stage 3's stride stream, one ``random.Random(seed)``: each image draws its row strides,
-  then its column strides, in exam / VIEWS / list order; the draws depend on crop shapes;
+  then its column strides, in exam / VIEWS / list order; the draws depend on crop shapes
+  (:class:`StrideStream`);
 * stage 4's stream, one ``numpy.random.RandomState(seed)``: each exam draws, per
   repetition and view, an image index (with two or more images), a shift and four
   size-noise factors; the draw counts depend on the exam list alone. Stages 4a and 4b
@@ -13,7 +15,11 @@ Only two things tie a run's exams together (SPEC 6 and 7.2):
 Stages 1-2 draw nothing, so once they are done (the crop shapes are known) :func:`make_plan`
 takes every draw in SPEC order, in milliseconds per thousand images. Stages 3-4 are then
 pure functions of (exam, its plan entry, models): exams can run in any order, as a subset
-or on any worker, and give the bytes of one serial run.
+or on any worker, and give the bytes of one serial run. The stage scripts draw from the same
+streams (their own seed and exam list): the stage-3 script as it reads each image, since
+its shapes come from the files (:class:`StrideStream`), the stage-4 script up front
+(:func:`window_draws`). The single-image path starts a fresh stream per image and per
+classifier run (:func:`single_image_plan`, :func:`single_image_draws`; SPEC 9).
 
 The plan is saved as ``plan.npz`` beside the outputs (:func:`save_plan`, :func:`load_plan`).
 """
@@ -23,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import PipelineError
-from .stages.augmentation import WindowDraw, draw_exam
+from .errors import ExamListError, PipelineError
+from .stages.augmentation import WindowDraw, draw_exam, draw_single_image
 from .stages.heatmaps import PATCH_SIZE, draw_strides
 from .views import VIEWS
 
@@ -44,6 +50,11 @@ class ImagePlan:
     @property
     def patchable(self):
         return self.row_strides is not None
+
+    @property
+    def strides(self):
+        """(row strides, column strides)."""
+        return self.row_strides, self.column_strides
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,53 @@ class Plan:
 
 
 def crop_shape(exam, view, list_index):
-    """(H, W) of a cropped image from the exam list's ``window_location`` (its crop box)."""
-    top, bottom, left, right = exam["window_location"][view][list_index]
-    return int(bottom) - int(top), int(right) - int(left)
+    """(H, W) of a cropped image from the exam list's ``window_location`` (its crop box), or
+    None when the list has no usable box for it (an exam list made without stage 1)."""
+    try:
+        top, bottom, left, right = exam["window_location"][view][list_index]
+        return int(bottom) - int(top), int(right) - int(left)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+class StrideStream:
+    """Stage 3's stride stream (SPEC 6): one stream per run, drawn image after image.
+
+    Each patchable image draws its row strides, then its column strides; an image with a
+    side under 256 draws nothing. Callers take images in exam / VIEWS / list order.
+    """
+
+    def __init__(self, seed):
+        self._rng = random.Random(seed)
+
+    def image_plan(self, name, view, shape):
+        """The :class:`ImagePlan` of an image of ``shape`` (drawing its strides if it has any)."""
+        if shape is None or min(shape) < PATCH_SIZE:
+            return ImagePlan(name, view, None if shape is None else tuple(shape))
+        rows, columns = draw_strides(shape, self._rng)
+        return ImagePlan(name, view, tuple(shape), tuple(rows), tuple(columns))
+
+
+def single_image_plan(seed, name, view, shape):
+    """The single-image path's strides (SPEC 9): a fresh stream per image, as each reference
+    run of the single-image script was a process of its own."""
+    return StrideStream(seed).image_plan(name, view, shape)
+
+
+def window_draws(exam_list, seed=0, num_epochs=10, use_augmentation=True):
+    """Stage 4's draws for every exam, in order (a generator, one exam at a time): per exam a
+    tuple (one per repetition) of ``{view: WindowDraw}``. One stream serves the run; the draw
+    counts depend on the exam list alone, so a failed exam draws what a complete one would
+    (augmentation.draw_exam)."""
+    rng = np.random.RandomState(seed)
+    for exam in exam_list:
+        yield tuple(draw_exam(rng, {view: len(exam[view]) for view in VIEWS}, num_epochs,
+                              use_augmentation))
+
+
+def single_image_draws(seed, num_epochs, use_augmentation):
+    """The single-image classifier's draws (SPEC 9): a fresh stream per classifier run."""
+    return draw_single_image(np.random.RandomState(seed), num_epochs, use_augmentation)
 
 
 def make_plan(exam_list, seed=0, num_epochs=10, use_augmentation=True):
@@ -88,21 +143,19 @@ def make_plan(exam_list, seed=0, num_epochs=10, use_augmentation=True):
 
     The crop shapes come from ``window_location``: a cropped image is exactly its box.
     """
-    stride_rng = random.Random(seed)
-    window_rng = np.random.RandomState(seed)
+    strides = StrideStream(seed)
+    draws = window_draws(exam_list, seed, num_epochs, use_augmentation)
     exams = []
-    for index, exam in enumerate(exam_list):
+    for index, (exam, exam_draws) in enumerate(zip(exam_list, draws)):
         images = []
         for view in VIEWS:
             for list_index, name in enumerate(exam[view]):
                 shape = crop_shape(exam, view, list_index)
-                strides = (draw_strides(shape, stride_rng) if min(shape) >= PATCH_SIZE
-                           else (None, None))
-                images.append(ImagePlan(name, view, shape, *(
-                    None if s is None else tuple(s) for s in strides)))
-        counts = {view: len(exam[view]) for view in VIEWS}
-        draws = draw_exam(window_rng, counts, num_epochs, use_augmentation)
-        exams.append(ExamPlan(index, tuple(images), tuple(draws)))
+                if shape is None:
+                    raise ExamListError(f"exam {index}: {name} has no window_location; the "
+                                        "plan needs stage 1's crop boxes")
+                images.append(strides.image_plan(name, view, shape))
+        exams.append(ExamPlan(index, tuple(images), exam_draws))
     return Plan(exams, seed, num_epochs, use_augmentation)
 
 

@@ -129,6 +129,12 @@ def _measure_task(task):
     return outcome(_measure_file, *task, name=task[0])
 
 
+def measure_crop(crop, view, distance_from_starting_side, name):
+    """``(measures, None)`` of a crop in memory, or ``(None, message)`` if that fails (never
+    raises: stage 1's workers take the check's measures on the crop they hold)."""
+    return outcome(measure, crop, view, distance_from_starting_side, name=name)
+
+
 # --------------------------------------------------------------------------- rows
 def _format(value):
     if isinstance(value, float):
@@ -153,15 +159,20 @@ def check_exam_list(exam_list, data_folder, map_tasks=None, num_processes=1):
     if map_tasks is None:
         def map_tasks(function, items, desc):
             return parallel_map(function, items, num_processes, desc=desc)
-    images = list(iter_images(exam_list))
     tasks = []
-    for e, view, i, name in images:
+    for e, view, i, name in iter_images(exam_list):
         exam = exam_list[e]
         distance = (exam["distance_from_starting_side"][view][i]
                     if "distance_from_starting_side" in exam else None)
         tasks.append((str(Path(data_folder) / f"{name}.png"), view, exam["horizontal_flip"],
                       distance))
-    results = iter(map_tasks(_measure_task, tasks, "Quality check"))
+    return quality_rows(exam_list, map_tasks(_measure_task, tasks, "Quality check"))
+
+
+def quality_rows(exam_list, measured):
+    """The rows of ``exam_list`` from ``measured``: ``(measures, error)`` per image, in
+    ``iter_images`` order (an error makes the image ``unreadable``)."""
+    results = iter(measured)
     rows = []
     for e, exam in enumerate(exam_list):
         for view in VIEWS:
@@ -217,10 +228,13 @@ def check_files(exam_list_path, data_folder, output_path, *, num_processes=1,
     return EXIT_NOTHING_DONE if unreadable == len(images) else EXIT_PARTIAL
 
 
-def check_run(cropped_list_path, cropped_dir, output_path, map_tasks=None):
-    """The check inside ``bcc run``, after stage 1: warns, never raises."""
+def check_run(cropped_exam_list, measured, output_path):
+    """The check inside ``bcc run``, from the measures stage 1's workers took on the crops
+    they held (``measured``: ``{name: (measures, error)}``, see :func:`measure_crop`), so no
+    crop is decoded twice. Writes the CSV and the summary; warns, never raises."""
     try:
-        rows = check_exam_list(load_exam_list(cropped_list_path), cropped_dir, map_tasks)
+        rows = quality_rows(cropped_exam_list,
+                            (measured[name] for _, _, _, name in iter_images(cropped_exam_list)))
         write_rows(output_path, rows)
         summarize(rows)
         return rows

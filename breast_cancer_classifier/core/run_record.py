@@ -17,6 +17,7 @@ import os
 import platform
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import SettingsError
@@ -122,10 +123,17 @@ class RunRecord:
                 entries.append(entry)
         return entries
 
-    def output_entry(self, paths):
-        """``{path relative to the folder: SHA-256}`` of finished output files."""
-        return {Path(p).resolve().relative_to(self.output_dir.resolve()).as_posix():
-                file_sha256(p) for p in paths}
+    def output_entry(self, outputs):
+        """``{path relative to the folder: SHA-256}`` of finished output files.
+
+        ``outputs``: paths (each file is read for its digest), or ``{path: digest}`` with the
+        digests of the bytes as they were written (a digest of None is read from the file).
+        """
+        if not isinstance(outputs, Mapping):
+            outputs = dict.fromkeys(outputs)
+        root = self.output_dir.resolve()
+        return {Path(p).resolve().relative_to(root).as_posix(): digest or file_sha256(p)
+                for p, digest in outputs.items()}
 
     def verified(self, entry):
         """True when every output the entry lists exists with its recorded digest."""

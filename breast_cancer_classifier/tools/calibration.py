@@ -350,6 +350,9 @@ def calibrations_for_run(paths, weight_paths):
         if model not in CSV_MODELS.values():
             raise SettingsError(f"{path}: fitted on the {model} model's predictions; bcc run "
                                 f"writes those of {' and '.join(CSV_MODELS.values())}")
+        if model not in weight_paths:
+            raise SettingsError(f"{path}: fitted on the {model} model's predictions, which "
+                                "this run does not make (see --families)")
         check_model(calibration, model, "view_split", weight_paths[model])
         if model in by_model:
             raise SettingsError(f"--calibration: two files for the {model} model")

@@ -1,12 +1,13 @@
 """``bcc run --engine ray``: a cohort's work spread over a Ray cluster, with the serial bytes.
 
 The driver (this process) does what ``core.pipeline.run_pipeline`` does for any executor:
-settings, run record, the plan and the CSVs. This executor gives it the workers:
+settings, run record, the plan and the CSVs. :class:`RayExecutor` implements the
+``core.executors.Executor`` protocol and gives it the workers:
 
 * pass 1 (stages 1-2) as Ray CPU tasks, one per image, for the whole cohort (a barrier:
   the plan needs every crop's shape);
 * pass 2 (stages 3-4) as a Ray Data actor pool (``map_batches`` with a class and
-  ``ActorPoolStrategy``): each actor builds the engine once (:class:`core.pipeline.ExamRunner`)
+  ``ActorPoolStrategy``): each actor builds the engine once (:class:`core.executors.ExamRunner`)
   and takes exams through it; exams stream back to the driver, which writes the manifest.
 
 Exams are pure functions of the exam, its plan entry and the models, so the bytes do not
@@ -71,13 +72,16 @@ class RayExecutor:
 
     # ----------------------------------------------------------------------- resources
     def device(self, settings):
-        """``cuda`` when GPUs are asked for and the cluster has some, else ``cpu`` (with
-        run.sh's message when a GPU was asked for)."""
+        """``torch.device("cuda")`` when GPUs are asked for and the cluster has some (each
+        actor sees its own GPU as the current one), else the CPU (with run.sh's message when a
+        GPU was asked for)."""
+        import torch
+
         gpus = int(self.ray.cluster_resources().get("GPU", 0))
         self.use_gpus = settings.device_type == "gpu" and gpus > 0
         if settings.device_type == "gpu" and not gpus:
             log.warning("no GPU in the Ray cluster; the workers run on CPUs")
-        return "cuda" if self.use_gpus else "cpu"
+        return torch.device("cuda" if self.use_gpus else "cpu")
 
     def plan_workers(self):
         """``(workers, batch_exams, threads_per_worker)`` from the flags and the cluster.
@@ -166,7 +170,7 @@ class _ExamWorker:
     def __init__(self, settings, device, expected_runtime, output_dir, threads):
         import torch
 
-        from ..core.pipeline import ExamRunner
+        from ..core.executors import ExamRunner
 
         torch.set_num_threads(threads)
         self.runner = ExamRunner(settings, device, expected_runtime, output_dir)

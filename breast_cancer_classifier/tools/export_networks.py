@@ -174,19 +174,18 @@ def view_window(exam, view, channels, window_scale=1.0):
     import cv2
 
     from ..core.stages.augmentation import WindowDraw, model_window
+    from ..core.stages.classify import IMAGE_AND_HEATMAPS, IMAGE_ONLY, joint_array
 
     cropped, center = exam.views[view]
-    image = cropped.astype(np.float32)
-    layers = [image]
+    maps = None
     if channels == 3:
-        if exam.heatmaps:
-            malignant, benign = exam.heatmaps[view]
-        else:  # stand-in maps, in the range of probabilities
+        maps = exam.heatmaps.get(view)  # (malignant, benign)
+        if maps is None:  # stand-in maps, in the range of probabilities
+            image = cropped.astype(np.float32)
             benign = (image - image.min()) / max(float(np.ptp(image)), 1.0)
-            malignant = benign ** 2
-        layers += [benign, malignant]
-    joint = np.stack([flip_for_model(layer, view, exam.horizontal_flip) for layer in layers],
-                     axis=-1)
+            maps = (benign ** 2, benign)
+    joint = joint_array(cropped, view, exam.horizontal_flip, maps,
+                        IMAGE_AND_HEATMAPS if channels == 3 else IMAGE_ONLY)
     draw = WindowDraw(0, np.zeros(2), np.zeros(4))
     window = model_window(joint, view_angle(view), center, draw, augment=False)
     if window_scale != 1:

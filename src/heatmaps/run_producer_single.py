@@ -1,57 +1,10 @@
-"""Stage 3 for one cropped image (the single-image path, SPEC section 9).
-
-By default this reproduces the reference's orientation quirk: the image is patched as
-stored (a right-side image faces left) and the heatmaps are saved unmirrored.
---proper-mirroring orients the image with its full view, as the exam path does.
-"""
-
+"""Stage 3 for one cropped image (the single-image path, SPEC section 9)."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import argparse  # noqa: E402
-
-from breast_cancer_classifier.core.stages import heatmaps
-from breast_cancer_classifier.cli import (add_device_flags, add_overwrite_flag,  # noqa: E402
-                                          add_precision_flag, add_runtime_flag, add_trust_flag,
-                                          positive_int, run_cli)
-
-PROG = "run_producer_single"
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--model-path", required=True, help="patch classifier weights (.p)")
-    parser.add_argument("--cropped-mammogram-path", required=True,
-                        help="cropped image (.png, or .hdf5)")
-    parser.add_argument("--metadata-path", required=True,
-                        help="metadata after the centers step (pickle or .json)")
-    parser.add_argument("--batch-size", type=positive_int, default=heatmaps.DEFAULT_BATCH_SIZE)
-    parser.add_argument("--heatmap-path-malignant", required=True)
-    parser.add_argument("--heatmap-path-benign", required=True)
-    parser.add_argument("--seed", type=int, default=heatmaps.DEFAULT_SEED)
-    add_device_flags(parser)
-    parser.add_argument("--proper-mirroring", action="store_true",
-                        help="orient the image by its full view (e.g. R-CC) and mirror the "
-                             "heatmaps back, instead of the reference's unmirrored behaviour")
-    add_overwrite_flag(parser)
-    add_trust_flag(parser)
-    add_runtime_flag(parser)
-    add_precision_flag(parser)
-    return parser
-
-
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    run_cli(PROG, lambda: heatmaps.run_producer_single(
-        args.model_path, args.cropped_mammogram_path, args.metadata_path,
-        args.heatmap_path_malignant, args.heatmap_path_benign, batch_size=args.batch_size,
-        seed=args.seed, device_type=args.device_type, gpu_number=args.gpu_number,
-        proper_mirroring=args.proper_mirroring, overwrite=args.overwrite,
-        trust_checkpoint=args.trust_checkpoint, runtime=args.runtime,
-        precision=args.precision))
-
+from breast_cancer_classifier.commands.scripts.run_producer_single import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

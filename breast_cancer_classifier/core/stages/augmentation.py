@@ -1,7 +1,7 @@
 """Stage-4 inputs: window sampling, size noise, resize and standardization (SPEC 7.2).
 
-Every random number of stage 4 is drawn in :func:`draw_window`, from the one
-``numpy.random.RandomState(seed)`` of the run, in the SPEC order: per view (VIEWS order) of
+Every random number of stage 4 is drawn in :func:`draw_window`, from the run's one numpy
+stream (made by ``plan.window_draws``), in the SPEC order: per view (VIEWS order) of
 each repetition, the image index (augmentation only), the window shift ``mult`` (augmentation
 only) and the four size-noise factors (always, even without augmentation). The draws do not
 depend on pixel values, so :func:`draw_exam` takes them all before an exam's files are read;

@@ -161,17 +161,26 @@ def crop_mammogram_array(image, view, horizontal_flip, iterations=NUM_ITERATIONS
 
 
 # --------------------------------------------------------------------------- files
-def crop_mammogram_file(input_path, output_path, view, horizontal_flip,
-                        iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE):
-    """Read ``input_path``, crop it and write the cropped PNG atomically to ``output_path``."""
-    image = formats.read_mammogram_png(input_path)
+def crop_and_write(image, input_path, output_path, view, horizontal_flip,
+                   iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE):
+    """Crop a stored (H, W) mammogram read from ``input_path`` and write the cropped PNG
+    atomically to ``output_path``; returns ``(cropped image, CropResult)``. A crop that
+    fails raises :class:`InputImageError` naming ``input_path``."""
     try:
         cropped, result = crop_mammogram_array(image, view, horizontal_flip,
                                                iterations, buffer_size)
     except InputImageError as err:
         raise InputImageError(f"{input_path}: {err}") from None
     formats.write_png(output_path, cropped)
-    return result
+    return cropped, result
+
+
+def crop_mammogram_file(input_path, output_path, view, horizontal_flip,
+                        iterations=NUM_ITERATIONS, buffer_size=BUFFER_SIZE):
+    """Read ``input_path``, crop it and write the cropped PNG atomically to ``output_path``."""
+    image = formats.read_mammogram_png(input_path)
+    return crop_and_write(image, input_path, output_path, view, horizontal_flip, iterations,
+                          buffer_size)[1]
 
 
 def _crop_task(task):

@@ -190,7 +190,8 @@ class PreprocessCache:
         self._write(info, cached)
 
     def _heatmaps(self, info, cached, wanted_keys, patch_model_path, seed, make_classify):
-        from ...core.stages.heatmaps import STAGE as HEATMAP_STAGE, produce_heatmaps
+        from ...core.stage_scripts import produce_heatmaps
+        from ...core.stages.heatmaps import STAGE as HEATMAP_STAGE
 
         made_with = {"patch_model_sha256": file_sha256(patch_model_path), "seed": int(seed)}
         if info["heatmaps"] != made_with:

@@ -19,8 +19,8 @@ import torch
 from ...core.failures import FailureReport
 from ...core.runtime import log, precision_context, progress
 from ...core.stages.augmentation import draw_exam
-from ...core.stages.classify import (ClassifierSettings, classify_exams, exam_batch,
-                                     read_exam_inputs)
+from ...core.stage_scripts import classify_exams
+from ...core.stages.classify import ClassifierSettings, exam_batch, read_exam_inputs
 from ...core.views import LABELS, VIEWS
 from ..evaluate import sklearn_metrics, target_arrays
 from .schedule import EarlyStopping, columns_frozen, warmup_cosine

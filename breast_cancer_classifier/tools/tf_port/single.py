@@ -1,8 +1,9 @@
 """Stages 3 and 4 of the single-image path (SPEC 9) with the networks run by TensorFlow.
 
-Everything but the network runtime is the PyTorch path's own code: the patch grid, strides
-and heatmap averaging of ``core.stages.heatmaps``, the windows and augmentation of
-``core.stages.classify``, the checkpoint checks of ``core.checkpoints``. So the heatmaps
+Everything but the network runtime is the PyTorch path's own code: the single-image
+scripts of ``core.stage_scripts`` (the plan's strides and draws, the patch stream and
+heatmap averaging of ``core.stages.heatmaps``, the windows and augmentation of
+``core.stages.classify``), the checkpoint checks of ``core.checkpoints``. So the heatmaps
 and predictions have the same files and layout as the PyTorch scripts', and either
 script's heatmaps feed either classifier.
 """
@@ -13,8 +14,8 @@ from ...core.checkpoints.classifier import load_single_image_model
 from ...core.checkpoints.patch import load_patch_classifier
 from ...core.patch_runtime import CPU_MAX_FORWARD, PATCH_SHAPE, forward_pieces
 from ...core.runtime import log
-from ...core.stages.classify import run_model_single
-from ...core.stages.heatmaps import DEFAULT_BATCH_SIZE, DEFAULT_SEED, run_producer_single
+from ...core.stage_scripts import run_model_single, run_producer_single
+from ...core.stages.heatmaps import DEFAULT_BATCH_SIZE, DEFAULT_SEED
 from . import require_tensorflow
 
 
@@ -80,7 +81,7 @@ def load_tf_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_che
 class TfSingleImageModel:
     """The Keras single-image classifier behind the PyTorch module's call interface: an
     N x C x H x W torch tensor in, N x 2 x 2 log-probabilities (a torch tensor) out, so
-    ``classify.classify_single_image`` runs it unchanged."""
+    ``single.classify_single_image`` runs it unchanged."""
 
     def __init__(self, keras_model, channels, device="/CPU:0"):
         self._forward = _compiled(keras_model, channels, device)
@@ -94,7 +95,8 @@ class TfSingleImageModel:
 
 
 def tf_single_image_loader(device_type="cpu", gpu_number=0):
-    """A ``load_model`` for ``classify.run_model_single`` that ports the checkpoint to Keras."""
+    """A ``load_model`` for ``stage_scripts.run_model_single`` that ports the checkpoint to
+    Keras."""
     from .keras_models import build_single_image_classifier
 
     require_tensorflow()
@@ -111,7 +113,7 @@ def run_producer_single_tf(model_path, cropped_mammogram_path, metadata_path,
                            batch_size=DEFAULT_BATCH_SIZE, seed=DEFAULT_SEED, device_type="cpu",
                            gpu_number=0, proper_mirroring=False, overwrite=False,
                            trust_checkpoint=False):
-    """``run_producer_single_tf.py``: ``heatmaps.run_producer_single`` on TensorFlow."""
+    """``run_producer_single_tf.py``: ``stage_scripts.run_producer_single`` on TensorFlow."""
     require_tensorflow()
     return run_producer_single(
         model_path, cropped_mammogram_path, metadata_path, heatmap_path_malignant,
@@ -123,7 +125,7 @@ def run_producer_single_tf(model_path, cropped_mammogram_path, metadata_path,
 def run_model_single_tf(model_path, view, cropped_mammogram_path, metadata_path, settings,
                         heatmap_paths=None, device_type="cpu", gpu_number=0,
                         trust_checkpoint=False):
-    """``run_model_single_tf.py``: ``classify.run_model_single`` with the Keras classifier.
+    """``run_model_single_tf.py``: ``stage_scripts.run_model_single`` with the Keras classifier.
 
     The windows are cut by PyTorch-side code on the CPU; only the network runs on
     ``device_type`` (TensorFlow's device), one repetition per forward pass.
