@@ -1,11 +1,13 @@
-"""Patch-classifier runtimes: the default is exact; ONNX Runtime agrees with PyTorch eager
-within the heatmap tolerance, keeps BatchNorm apart, and its exports are cached.
+"""Patch-classifier runtimes: the default (compiled) gives PyTorch eager's logits bit for
+bit; ONNX Runtime agrees with eager within the heatmap tolerance, keeps BatchNorm apart,
+and its exports are cached.
 
 ``test_default_runtime_synth_c_map_within_margin`` runs the default runtime over the
 largest image of the parity kit's ``synth_c`` case (1,510 model patches: a few minutes on
 two cores); it skips when the kit is absent.
 """
 
+import logging
 import random
 from collections import Counter
 
@@ -14,11 +16,14 @@ import pytest
 import torch
 
 from breast_cancer_classifier.core import formats, patch_runtime
+from breast_cancer_classifier.core.compiled_densenet import batchnorm_terms
 from breast_cancer_classifier.core.errors import PipelineError
 from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list
-from breast_cancer_classifier.core.patch_runtime import (OnnxRuntime, TorchRuntime,
-                                                         cached_graph_path, choose_runtime,
-                                                         export_onnx, make_patch_runtime,
+from breast_cancer_classifier.core.patch_runtime import (CompiledRuntime, OnnxRuntime,
+                                                         TorchRuntime, cached_graph_path,
+                                                         choose_runtime,
+                                                         compiled_runtime_problem,
+                                                         export_patch_graph, make_patch_runtime,
                                                          onnxruntime_available)
 from breast_cancer_classifier.core.stages import heatmaps
 from breast_cancer_classifier.core.views import flip_for_model
@@ -28,6 +33,8 @@ from helpers import slow
 
 needs_onnxruntime = pytest.mark.skipif(not onnxruntime_available(),
                                        reason="onnxruntime not installed")
+needs_compiler = pytest.mark.skipif(compiled_runtime_problem() is not None,
+                                    reason=str(compiled_runtime_problem()))
 MARGIN = 3e-6  # the default's worst map deviation from the reference (tolerance: 1e-5)
 
 
@@ -91,18 +98,92 @@ def test_runtime_choice_and_errors(patch_checkpoint):
         make_patch_runtime("onnxruntime", model, torch.device("cuda:0"), path)
 
 
-@pytest.mark.parametrize("on_cpu", [True, False])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_auto_is_the_exact_runtime(on_cpu, precision):
-    # PyTorch eager everywhere: the only runtime that reproduces the reference bit for bit.
-    assert choose_runtime("auto", precision, on_cpu) == "torch"
+@pytest.mark.parametrize("on_cpu, precision, engine", [
+    (True, "fp32", "compiled"), (True, "bf16", "torch"), (False, "fp32", "torch"),
+    (False, "bf16", "torch")])
+def test_auto_is_compiled_on_the_cpu_at_fp32_else_torch(on_cpu, precision, engine, monkeypatch):
+    monkeypatch.setattr(patch_runtime, "compiled_runtime_problem", lambda: None)
+    assert choose_runtime("auto", precision, on_cpu) == engine
 
 
-def test_default_load_is_torch_on_the_cpu(patch_checkpoint):
+def test_without_a_compiler_auto_is_torch_and_compiled_is_refused(monkeypatch, caplog):
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+    monkeypatch.setattr(patch_runtime.log, "propagate", True)  # to caplog
+    patch_runtime._warn_once.cache_clear()
+    problem = compiled_runtime_problem()
+    assert "'no-such-c++-compiler' was not found" in problem
+    with caplog.at_level(logging.WARNING, logger=patch_runtime.log.name):
+        assert choose_runtime("auto", "fp32", True) == "torch"
+    assert "--runtime torch" in caplog.text and problem in caplog.text  # said, not silent
+    with pytest.raises(PipelineError, match="needs a C.. compiler.*use --runtime torch"):
+        choose_runtime("compiled", "fp32", True)
+    with pytest.raises(PipelineError, match="CPU only"):
+        choose_runtime("compiled", "fp32", False)
+    with pytest.raises(PipelineError, match="runs fp32 only"):
+        choose_runtime("compiled", "bf16", True)
+
+
+def test_torch_older_than_the_compiled_runtime_needs_is_named(monkeypatch):
+    monkeypatch.setattr(patch_runtime, "torch_version", lambda: "2.6.0+cpu")
+    assert compiled_runtime_problem() == ("the compiled runtime needs PyTorch >= 2.7 "
+                                          "(installed: 2.6.0+cpu)")
+
+
+@pytest.fixture(scope="module")
+def compiled(patch_checkpoint):
+    if compiled_runtime_problem() is not None:
+        pytest.skip(compiled_runtime_problem())
+    return CompiledRuntime(patch_checkpoint[1])
+
+
+def test_batchnorm_terms_are_the_cpu_kernel_s_fused_multiply_add(patch_checkpoint):
+    # Eval-mode BatchNorm on the CPU is fma(x, alpha, beta); computed in float64 (exact
+    # product, one rounding of the sum, then float32), the terms give eager's values.
+    norm = patch_checkpoint[1].features.denseblock2.denselayer3.norm1
+    alpha, beta = batchnorm_terms(norm)
+    x = torch.randn(3, norm.num_features, 5, 5, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        eager = norm(x)
+    fused = (x.double() * alpha.double()[:, None, None] + beta.double()[:, None, None]).float()
+    assert torch.equal(fused, eager)
+
+
+@needs_compiler
+@pytest.mark.parametrize("n, piece", [(6, 16), (7, 3), (1, 16)])
+def test_compiled_runtime_gives_eager_s_probabilities_bit_for_bit(patch_checkpoint, compiled,
+                                                                  n, piece):
+    _, model = patch_checkpoint
+    batch = patches(n, seed=n)
+    eager = TorchRuntime(model, torch.device("cpu"), max_forward=piece)(batch)
+    compiled.max_forward = piece
+    result = compiled(batch)
+    assert result.dtype == np.float32 and result.shape == (n, 4)
+    assert np.array_equal(result, eager)
+    assert n == 1 or np.ptp(eager[:, 0]) > 1e-4  # outputs that differ by patch
+
+
+@needs_compiler
+def test_default_load_is_compiled_on_the_cpu(patch_checkpoint, compiled):
     path, _ = patch_checkpoint
     classify = patch_runtime.load_patch_runtime(path, "cpu")
-    assert isinstance(classify, TorchRuntime)
-    assert classify.name == "torch" and classify.precision == "fp32"
+    assert isinstance(classify, CompiledRuntime) and classify.name == "compiled"
+    assert classify.max_forward == patch_runtime.COMPILED_MAX_FORWARD
+    assert classify.read_ahead == 0
+    torch_runtime = patch_runtime.load_patch_runtime(path, "cpu", runtime="torch")
+    assert isinstance(torch_runtime, TorchRuntime) and torch_runtime.precision == "fp32"
+
+
+@needs_compiler
+def test_compiling_failure_names_the_way_out(patch_checkpoint, monkeypatch):
+    from breast_cancer_classifier.core import compiled_densenet
+
+    def broken(self):
+        raise RuntimeError("C++ compile error: kernel.cpp:1")
+
+    monkeypatch.setattr(compiled_densenet.CompiledDenseNet, "warm_up", broken)
+    with pytest.raises(PipelineError, match="C.. compile error.*use --runtime torch"):
+        CompiledRuntime(patch_checkpoint[1])
 
 
 @needs_onnxruntime
@@ -111,13 +192,13 @@ def test_export_keeps_batchnorm_apart(patch_checkpoint, tmp_path):
     # (worst probability deviation 8.8e-6 instead of 4.9e-6 on the kit's patches).
     _, model = patch_checkpoint
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    export_onnx(model, tmp_path / "kept.onnx")
-    export_onnx(model, tmp_path / "folded.onnx", fold_batchnorm=True)
+    export_patch_graph(model, tmp_path / "kept.onnx")
+    export_patch_graph(model, tmp_path / "folded.onnx", fold_batchnorm=True)
     kept, folded = graph_ops(tmp_path / "kept.onnx"), graph_ops(tmp_path / "folded.onnx")
     assert kept["BatchNormalization"] == norms == 121
     assert folded["BatchNormalization"] < norms  # what the exporter does unless told not to
     assert kept["Conv"] == folded["Conv"] == 120
-    assert model.training is False  # export_onnx leaves the model in eval mode
+    assert model.training is False  # the export leaves the model in eval mode
 
 
 @needs_onnxruntime
@@ -131,7 +212,7 @@ def test_session_leaves_batchnorm_apart(patch_checkpoint, tmp_path, monkeypatch,
     import onnxruntime as ort
 
     _, model = patch_checkpoint
-    export_onnx(model, tmp_path / "kept.onnx")
+    export_patch_graph(model, tmp_path / "kept.onnx")
     optimized = tmp_path / "optimized.onnx"
 
     class SavingOptions(ort.SessionOptions):
