@@ -48,12 +48,12 @@ def add_runtime_flag(parser):
     parser.add_argument("--runtime", default="auto",
                         choices=["auto", "torch", "compiled", "onnxruntime"],
                         help="engine for the patch classifier: 'auto' (default) is 'compiled' on "
-                             "the CPU at fp32 when a C++ compiler is present, else 'torch'; "
-                             "'torch' runs PyTorch eager, bit-identical to the reference; "
-                             "'compiled' (CPU, fp32) gives eager's numbers at about twice its "
-                             "speed (BatchNorm-ReLU kernels built by torch.compile, once per "
-                             "machine); 'onnxruntime' (CPU, fp32) is fast and differs by up to "
-                             "about 1e-5. See docs/stage3_runtime.md")
+                             "the CPU at fp32 where its kernel builds, else 'torch'; 'torch' runs "
+                             "PyTorch eager, bit-identical to the reference; 'compiled' (CPU, "
+                             "fp32) gives eager's numbers faster and in less memory (a small C "
+                             "kernel, compiled once per machine: needs a C compiler); "
+                             "'onnxruntime' (CPU, fp32) is fast and differs by up to about 1e-5. "
+                             "See docs/stage3_runtime.md")
 
 
 def positive_int(text):

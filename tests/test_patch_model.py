@@ -19,7 +19,7 @@ from breast_cancer_classifier.core.checkpoints.patch import (fit_patch_state_dic
                                                               modernize_densenet_keys)
 from breast_cancer_classifier.core.errors import CheckpointError
 from breast_cancer_classifier.core.patch_model import (PatchClassifier, SameConv2d, SameMaxPool2d,
-                                                       tf_same_padding)
+                                                       apply_tf_same_padding, tf_same_padding)
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +97,23 @@ def test_state_dict_keys_are_torchvisions(model):
     ours = model.state_dict()
     assert list(ours) == list(reference)
     assert all(ours[k].shape == reference[k].shape for k in ours)
+
+
+def test_built_and_run_as_torchvision_s_densenet121():
+    # Built here without torchvision: from the same seed, the same random weights, and with
+    # the same padding the same logits, bit for bit.
+    torch.manual_seed(0)
+    ours = PatchClassifier().eval()
+    torch.manual_seed(0)
+    reference = densenet121(weights=None, num_classes=4)
+    apply_tf_same_padding(reference.features)
+    reference.eval()
+    for (key, value), expected in zip(ours.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(value, expected), key
+    x = torch.randn(2, 3, 256, 256).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        pooled = F.adaptive_avg_pool2d(F.relu(reference.features(x)), (1, 1)).flatten(1)
+        assert torch.equal(ours(x), reference.classifier(pooled))
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -9,13 +9,14 @@ two cores); it skips when the kit is absent.
 
 import logging
 import random
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from breast_cancer_classifier.core import formats, patch_runtime
+from breast_cancer_classifier.core import formats, norm_relu_kernel, patch_runtime
 from breast_cancer_classifier.core.compiled_densenet import batchnorm_terms
 from breast_cancer_classifier.core.errors import PipelineError
 from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list
@@ -106,27 +107,66 @@ def test_auto_is_compiled_on_the_cpu_at_fp32_else_torch(on_cpu, precision, engin
     assert choose_runtime("auto", precision, on_cpu) == engine
 
 
-def test_without_a_compiler_auto_is_torch_and_compiled_is_refused(monkeypatch, caplog):
-    monkeypatch.setenv("CXX", "no-such-c++-compiler")
+@pytest.fixture
+def fresh_kernel_cache(tmp_path, monkeypatch):
+    """An empty cache folder, and the loaded kernel forgotten (restored after the test)."""
+    monkeypatch.setenv("BCC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(patch_runtime.log, "propagate", True)  # to caplog
+    norm_relu_kernel.load.cache_clear()
     patch_runtime._warn_once.cache_clear()
-    problem = compiled_runtime_problem()
-    assert "'no-such-c++-compiler' was not found" in problem
+    yield tmp_path
+    norm_relu_kernel.load.cache_clear()
+
+
+@pytest.mark.parametrize("compiler, problem", [
+    ("no-such-compiler", "no C compiler: 'no-such-compiler' was not found"),
+    ("false", "compiling the stage-3 kernel with false failed (exit status 1)")])
+def test_without_a_working_compiler_auto_is_torch_and_compiled_is_refused(
+        fresh_kernel_cache, monkeypatch, caplog, compiler, problem):
+    monkeypatch.setenv("CC", compiler)
+    assert problem in compiled_runtime_problem()
     with caplog.at_level(logging.WARNING, logger=patch_runtime.log.name):
         assert choose_runtime("auto", "fp32", True) == "torch"
-    assert "--runtime torch" in caplog.text and problem in caplog.text  # said, not silent
-    with pytest.raises(PipelineError, match="needs a C.. compiler.*use --runtime torch"):
+    assert problem in caplog.text and "--runtime torch" in caplog.text  # said, not silent
+    with pytest.raises(PipelineError, match=f"(?s){re.escape(problem)}.*use --runtime torch"):
         choose_runtime("compiled", "fp32", True)
+    assert not list(fresh_kernel_cache.rglob("*.so"))  # nothing half-written
+
+
+def test_compiled_is_cpu_and_fp32_only():
     with pytest.raises(PipelineError, match="CPU only"):
         choose_runtime("compiled", "fp32", False)
     with pytest.raises(PipelineError, match="runs fp32 only"):
         choose_runtime("compiled", "bf16", True)
 
 
-def test_torch_older_than_the_compiled_runtime_needs_is_named(monkeypatch):
-    monkeypatch.setattr(patch_runtime, "torch_version", lambda: "2.6.0+cpu")
-    assert compiled_runtime_problem() == ("the compiled runtime needs PyTorch >= 2.7 "
-                                          "(installed: 2.6.0+cpu)")
+@needs_compiler
+def test_kernel_is_compiled_once_into_the_cache(fresh_kernel_cache):
+    assert compiled_runtime_problem() is None
+    built = list((fresh_kernel_cache / "kernels").glob("norm_relu_*.so"))
+    assert built == [norm_relu_kernel.library_path(fresh_kernel_cache)]
+    mtime = built[0].stat().st_mtime_ns
+    norm_relu_kernel.load.cache_clear()
+    assert compiled_runtime_problem() is None
+    assert built[0].stat().st_mtime_ns == mtime
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 3])
+def test_norm_relu_kernel_on_a_channel_slice(threads, monkeypatch):
+    monkeypatch.setattr(norm_relu_kernel, "MIN_FLOATS_PER_THREAD", 1)  # split small calls too
+    rng = torch.Generator().manual_seed(0)
+    features = torch.randn(5, 40, 11, 13, generator=rng).contiguous(
+        memory_format=torch.channels_last)
+    rows = features[:, :24].permute(0, 2, 3, 1).view(-1, 24)  # rows of stride 40
+    alpha, beta = torch.randn(24, generator=rng), torch.randn(24, generator=rng)
+    out = torch.empty(5 * 11 * 13, 24)
+    kernel = norm_relu_kernel.NormRelu(patch_runtime.default_cache_dir(), threads)
+    kernel(rows, alpha, beta, out)
+    expected = torch.clamp_min((rows.double() * alpha.double() + beta.double()).float(), 0)
+    assert torch.equal(out, expected) and (out == 0).any() and (out > 0).any()
+    with pytest.raises(ValueError, match="unit channel stride"):
+        kernel(rows.t(), alpha, beta, out)
 
 
 @pytest.fixture(scope="module")
@@ -172,18 +212,6 @@ def test_default_load_is_compiled_on_the_cpu(patch_checkpoint, compiled):
     assert classify.read_ahead == 0
     torch_runtime = patch_runtime.load_patch_runtime(path, "cpu", runtime="torch")
     assert isinstance(torch_runtime, TorchRuntime) and torch_runtime.precision == "fp32"
-
-
-@needs_compiler
-def test_compiling_failure_names_the_way_out(patch_checkpoint, monkeypatch):
-    from breast_cancer_classifier.core import compiled_densenet
-
-    def broken(self):
-        raise RuntimeError("C++ compile error: kernel.cpp:1")
-
-    monkeypatch.setattr(compiled_densenet.CompiledDenseNet, "warm_up", broken)
-    with pytest.raises(PipelineError, match="C.. compile error.*use --runtime torch"):
-        CompiledRuntime(patch_checkpoint[1])
 
 
 @needs_onnxruntime

@@ -9,46 +9,23 @@ allocated memory. This forward pass computes the same thing as follows:
 * the convolutions, pooling layers and the classifier are the model's own modules, called
   on the same values in the same channels-last layout as eager calls them, so the same
   oneDNN kernels run;
-* each BatchNorm + ReLU pair is one pass of one kernel compiled by ``torch.compile``
-  (inductor, C++), ``max(fma(x, alpha, beta), 0)``, written into a reused buffer. PyTorch's
-  CPU BatchNorm in eval mode computes ``fma(x, alpha, beta)`` with per-channel ``alpha`` and
-  ``beta``; both are read back from that kernel itself (``batchnorm_terms``), and the
-  compiled kernel is built with floating-point contraction on so that its multiply and add
-  become the same fused multiply-add;
+* each BatchNorm + ReLU pair is one pass of a small C kernel (:mod:`.norm_relu_kernel`),
+  ``max(fma(x, alpha, beta), 0)``, written into a reused buffer. PyTorch's CPU BatchNorm in
+  eval mode computes ``fma(x, alpha, beta)`` with per-channel ``alpha`` and ``beta``; both are
+  read back from that kernel itself (``batchnorm_terms``);
 * each dense block writes into one preallocated buffer: a layer reads its input as a
   channel slice of it and writes its 32 new channels behind, so nothing is concatenated.
 
 The logits equal eager's bit for bit on the hosts checked (``tests/test_patch_runtime.py``;
-figures in ``docs/stage3_runtime.md``). The compiled kernels hold no weights: one set serves
-every checkpoint. They are compiled on first use in a process (or loaded from inductor's
-on-disk cache) for the few input layouts a forward pass uses (``CompiledDenseNet.warm_up``).
+figures in ``docs/stage3_runtime.md``).
 """
-
-import functools
 
 import torch
 import torch.nn.functional as F
 
+from .patch_model import tf_same_padding
+
 PATCH_SIZE = 256  # the input this plan is laid out for (SPEC 6: 256 x 256 patches)
-# Inductor's C++ compile flag that lets the multiply and the add of fma(x, alpha, beta)
-# fuse, as in PyTorch's own BatchNorm kernel ("off" is inductor's default).
-COMPILE_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
-
-
-def _affine_relu(x, alpha, beta, out):
-    torch.clamp_min(x * alpha + beta, 0, out=out)
-
-
-@functools.lru_cache(maxsize=None)
-def affine_relu_kernel():
-    """``kernel(x, alpha, beta, out)``: ``out = max(x * alpha + beta, 0)`` with a fused
-    multiply-add, for (pixels, C) ``x`` (rows of any stride), contiguous ``out`` and (C,)
-    terms: a channels-last feature map, or a channel slice of one, seen as a matrix.
-
-    One ``torch.compile`` function for every layer (dynamic shapes): dynamo compiles two
-    variants on first use, for a contiguous input and for a slice.
-    """
-    return torch.compile(_affine_relu, dynamic=True, fullgraph=True, options=COMPILE_OPTIONS)
 
 
 def pixel_rows(x):
@@ -100,11 +77,12 @@ class CompiledDenseNet:
     """``forward(x) -> logits`` for a ``PatchClassifier`` in eval mode on the CPU.
 
     ``x``: (N, 3, 256, 256) float32, channels-last in memory (stage 3's NCHW view of its NHWC
-    batch). The model's parameters are read, never changed; the object keeps two work
-    buffers of 4 MiB per patch of the largest batch seen.
+    batch). ``norm_relu`` is a :class:`.norm_relu_kernel.NormRelu`. The model's parameters
+    are read, never changed; the object keeps two work buffers of 4 MiB per patch of the
+    largest batch seen.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, norm_relu):
         features = model.features
         self.model = model
         self.stem_terms = batchnorm_terms(features.norm0)
@@ -118,16 +96,11 @@ class CompiledDenseNet:
         block_floats = max(b.channels * b.size ** 2 for b in self.blocks)
         self.floats_per_patch = max(stem, block_floats)
         self._buffers = (torch.empty(0), torch.empty(0))
-        self.kernel = affine_relu_kernel()
+        self.norm_relu = norm_relu
 
     def _norm_relu(self, x, terms, out):
         """``out = relu(norm(x))``, one pass (``terms`` from ``batchnorm_terms``)."""
-        self.kernel(pixel_rows(x), *terms, pixel_rows(out))
-
-    def warm_up(self):
-        """Compile (or load from inductor's cache) the kernel variants a run uses, now."""
-        self(torch.zeros((2, 3, PATCH_SIZE, PATCH_SIZE)).contiguous(
-            memory_format=torch.channels_last))
+        self.norm_relu(pixel_rows(x), *terms, pixel_rows(out))
 
     def _work_buffers(self, n):
         """(blocks, scratch): flat float32 buffers for ``n`` patches, grown when needed."""
@@ -150,10 +123,21 @@ class CompiledDenseNet:
         normed = channels_last_view(blocks, n, *stem.shape[1:])
         self._norm_relu(stem, self.stem_terms, normed)
         del stem
-        x = features.pool0(normed)
+        x = self._stem_pool(normed)
         for block in self.blocks:
             x = self._dense_block(block, x, blocks, scratch)
         return self.model.classifier(torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1))
+
+    def _stem_pool(self, x):
+        """``pool0`` (3x3, stride 2, TF "SAME": no padding before, one row and column of
+        zeros after on the 128-pixel stem) without the padded copy: on ReLU outputs (>= 0)
+        a padded zero never exceeds the window's other values, so the pool over the windows
+        clipped at the edge (``ceil_mode``) is the same."""
+        pool = self.model.features.pool0
+        if tf_same_padding(x.shape[-1], 3, 2) != (0, 1) or pool.kernel_size != 3 \
+                or pool.stride != 2:
+            return pool(x)
+        return F.max_pool2d(x, 3, 2, ceil_mode=True)
 
     def _dense_block(self, block, x, blocks, scratch):
         """The block's layers on ``x``, then its transition's (or the final) BatchNorm-ReLU."""

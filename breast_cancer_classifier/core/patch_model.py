@@ -1,5 +1,10 @@
 """The patch classifier of stage 3: torchvision's DenseNet-121 with TensorFlow "SAME" padding.
 
+The network is built here, module for module as torchvision builds DenseNet-121 (same
+names, so the same state-dict keys; same construction order and initialisation, so the same
+random weights from the same seed; same forward), without importing torchvision: with its
+imports (sympy, triton, ...) it would add about 170 MB to every stage-3 process.
+
 SPEC 6.1: every ``Conv2d`` and ``MaxPool2d`` inside ``features`` pads the way TensorFlow's
 "SAME" mode does. For an input extent ``n``, kernel ``k`` and stride ``s`` the total padding
 is ``max(0, k - s)`` when ``n % s == 0`` and ``max(0, k - n % s)`` otherwise; the leading
@@ -17,10 +22,11 @@ replacements keep their parameter names, so state-dict keys are torchvision's.
 The model returns logits; callers apply the softmax (stage 3 uses columns 0 and 1).
 """
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.densenet import DenseNet
 
 NUM_CLASSES = 4  # SPEC 6.1
 # torchvision's densenet121 numbers (SPEC 6.1).
@@ -111,17 +117,88 @@ def apply_tf_same_padding(module):
     return module
 
 
-class PatchClassifier(DenseNet):
-    """DenseNet-121 (torchvision) with 4 outputs and TF-SAME padding in ``features``.
+class _DenseLayer(nn.Module):
+    """BN-ReLU-1x1 conv (the bottleneck) then BN-ReLU-3x3 conv: ``GROWTH_RATE`` new channels
+    from the concatenation of all the feature maps before it in its block."""
+
+    def __init__(self, in_channels):
+        super().__init__()
+        bottleneck = BN_SIZE * GROWTH_RATE
+        self.norm1 = nn.BatchNorm2d(in_channels)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv1 = nn.Conv2d(in_channels, bottleneck, kernel_size=1, stride=1, bias=False)
+        self.norm2 = nn.BatchNorm2d(bottleneck)
+        self.relu2 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(bottleneck, GROWTH_RATE, kernel_size=3, stride=1, padding=1,
+                               bias=False)
+
+    def forward(self, features):
+        bottleneck = self.conv1(self.relu1(self.norm1(torch.cat(features, 1))))
+        return self.conv2(self.relu2(self.norm2(bottleneck)))
+
+
+class _DenseBlock(nn.ModuleDict):
+    """``num_layers`` dense layers; returns its input and every layer's output, concatenated."""
+
+    def __init__(self, num_layers, in_channels):
+        super().__init__()
+        for index in range(num_layers):
+            self.add_module(f"denselayer{index + 1}",
+                            _DenseLayer(in_channels + index * GROWTH_RATE))
+
+    def forward(self, x):
+        features = [x]
+        for layer in self.values():
+            features.append(layer(features))
+        return torch.cat(features, 1)
+
+
+class _Transition(nn.Sequential):
+    """BN-ReLU-1x1 conv halving the channels, then 2x2 average pooling."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.add_module("norm", nn.BatchNorm2d(in_channels))
+        self.add_module("relu", nn.ReLU(inplace=True))
+        self.add_module("conv", nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1,
+                                          bias=False))
+        self.add_module("pool", nn.AvgPool2d(kernel_size=2, stride=2))
+
+
+class PatchClassifier(nn.Module):
+    """DenseNet-121 (torchvision's) with 4 outputs and TF-SAME padding in ``features``.
 
     Input: N x 3 x H x W float32 (stage 3 feeds 256 x 256 patches, channels-last in memory).
     Output: N x 4 logits. State-dict keys are torchvision's (``features.…``, ``classifier.…``).
     """
 
     def __init__(self, num_classes=NUM_CLASSES):
-        super().__init__(growth_rate=GROWTH_RATE, block_config=BLOCK_CONFIG,
-                         num_init_features=NUM_INIT_FEATURES, bn_size=BN_SIZE, drop_rate=0,
-                         num_classes=num_classes)
+        super().__init__()
+        self.features = nn.Sequential(OrderedDict([
+            ("conv0", nn.Conv2d(3, NUM_INIT_FEATURES, kernel_size=7, stride=2, padding=3,
+                                bias=False)),
+            ("norm0", nn.BatchNorm2d(NUM_INIT_FEATURES)),
+            ("relu0", nn.ReLU(inplace=True)),
+            ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
+        ]))
+        channels = NUM_INIT_FEATURES
+        for index, num_layers in enumerate(BLOCK_CONFIG):
+            self.features.add_module(f"denseblock{index + 1}", _DenseBlock(num_layers, channels))
+            channels += num_layers * GROWTH_RATE
+            if index != len(BLOCK_CONFIG) - 1:
+                self.features.add_module(f"transition{index + 1}",
+                                         _Transition(channels, channels // 2))
+                channels //= 2
+        self.features.add_module("norm5", nn.BatchNorm2d(channels))
+        self.classifier = nn.Linear(channels, num_classes)
+        for module in self.modules():  # torchvision's initialisation
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.constant_(module.weight, 1)
+                nn.init.constant_(module.bias, 0)
+            elif isinstance(module, nn.Linear):
+                nn.init.constant_(module.bias, 0)
         apply_tf_same_padding(self.features)
 
     def forward(self, x):

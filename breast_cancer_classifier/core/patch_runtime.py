@@ -5,10 +5,10 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
 
 * ``torch``: PyTorch eager on the model's device, fed the batch's NCHW view without a copy,
   which reproduces the reference bit for bit on the CPU (SPEC 6 step 3).
-* ``compiled`` (CPU, fp32): the same convolutions as eager, with each BatchNorm-ReLU pair
-  fused into one kernel compiled by ``torch.compile`` and no concatenation
-  (:mod:`.compiled_densenet`): eager's logits bit for bit, about twice eager's speed and
-  within 1 GB. Needs a C++ compiler and the Python headers (inductor's own needs).
+* ``compiled`` (CPU, fp32): the same convolutions as eager, each BatchNorm-ReLU pair one pass
+  of a small C kernel compiled once per machine, and no concatenation
+  (:mod:`.compiled_densenet`): eager's logits bit for bit, faster and in less memory. Needs
+  a C compiler the first time.
 * ``onnxruntime`` (opt-in): the same checkpoint exported to ONNX (softmax and the channel
   permutation inside the graph) and run by ONNX Runtime's CPU provider. Fast on the CPU,
   but not exact: its convolution kernels sum in another order than PyTorch's
@@ -25,10 +25,8 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
 import functools
 import importlib.metadata
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +46,6 @@ ONNX_DISABLED_OPTIMIZERS = ("ConvBNFusion",)
 ONNX_MAX_FORWARD = 5  # patches per session.run (memory, see OnnxRuntime.__call__)
 CPU_MAX_FORWARD = 25  # patches per PyTorch forward pass on the CPU (memory, forward_pieces)
 COMPILED_MAX_FORWARD = 16  # patches per forward pass of the compiled runtime (memory, speed)
-COMPILED_MIN_TORCH = (2, 7)  # inductor's string-valued floating-point contraction flag
 MMAP_THRESHOLD = 1 << 20  # glibc: blocks from 1 MiB up are mmapped (_limit_heap_fragmentation)
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # so the export child finds the package
 
@@ -86,29 +83,23 @@ class TorchRuntime:
 
 
 class CompiledRuntime:
-    """Eager convolutions with compiled BatchNorm-ReLU kernels (:mod:`.compiled_densenet`), CPU.
+    """Eager convolutions with a compiled BatchNorm-ReLU kernel (:mod:`.compiled_densenet`), CPU.
 
-    Building it compiles the kernels, or loads them from inductor's on-disk cache
-    (``$TORCHINDUCTOR_CACHE_DIR``, by default ``torchinductor`` in :func:`default_cache_dir`).
-    They hold no weights, so one compilation serves every checkpoint.
+    The kernel is a small C function compiled once per machine into :func:`default_cache_dir`
+    (:mod:`.norm_relu_kernel`); it holds no weights, so it serves every checkpoint.
     """
 
     name = "compiled"
     read_ahead = 0  # runs on the CPU (see TorchRuntime.read_ahead)
 
     def __init__(self, model, max_forward=None):
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(default_cache_dir() / "torchinductor"))
-        from .compiled_densenet import CompiledDenseNet
+        import torch
 
-        log.info("stage 3: preparing the compiled patch-classifier kernels (the first time on "
-                 "a machine: compiling, up to a minute)")
-        self.forward = CompiledDenseNet(model)
-        try:
-            self.forward.warm_up()
-        except Exception as err:  # noqa: BLE001 - inductor raises many kinds; all mean the same
-            raise PipelineError(f"compiling the patch-classifier kernels failed "
-                                f"({type(err).__name__}: {str(err)[:1500]}); use --runtime torch "
-                                "to run PyTorch eager instead (the same numbers, slower)") from err
+        from .compiled_densenet import CompiledDenseNet
+        from .norm_relu_kernel import NormRelu
+
+        norm_relu = NormRelu(default_cache_dir(), torch.get_num_threads())
+        self.forward = CompiledDenseNet(model, norm_relu)
         self.max_forward = max_forward or COMPILED_MAX_FORWARD
 
     def __call__(self, batch):
@@ -328,24 +319,17 @@ def export_in_child_process(checkpoint_path, graph_path, trust=False):
 
 
 def compiled_runtime_problem():
-    """Why the compiled runtime cannot be built here (a sentence), or None if it can.
+    """Why the compiled runtime cannot run here (a sentence), or None if it can.
 
-    Decided without importing PyTorch: its version (``COMPILED_MIN_TORCH``), a C++ compiler
-    (``$CXX``, else ``g++``; ``clang++`` on macOS, as inductor looks for it) and the Python
-    headers its kernels are built against.
+    It can where its kernel is cached or compiles (:func:`.norm_relu_kernel.load`: a C
+    compiler, once per machine); deciding needs no PyTorch.
     """
-    version = torch_version()
-    numbers = tuple(int(part) for part in version.split("+")[0].split(".")[:2]
-                    if part.isdigit())
-    if version == "none" or numbers < COMPILED_MIN_TORCH:
-        return (f"the compiled runtime needs PyTorch >= "
-                f"{'.'.join(map(str, COMPILED_MIN_TORCH))} (installed: {version})")
-    compiler = os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")
-    if shutil.which(compiler) is None:
-        return f"the compiled runtime needs a C++ compiler and {compiler!r} was not found"
-    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
-    if not headers.is_file():
-        return f"the compiled runtime needs the Python headers and {headers} was not found"
+    from .norm_relu_kernel import load
+
+    try:
+        load(str(default_cache_dir()))
+    except (PipelineError, OSError) as err:
+        return f"the compiled runtime's kernel is unavailable: {err}"
     return None
 
 

@@ -24,6 +24,8 @@ import numpy as np
 
 # Before TensorFlow: importing torchvision after TensorFlow crashes the process (segmentation
 # fault with TF 2.21 and torchvision 0.29 on Linux); the other order is fine.
+import torchvision  # noqa: F401, E402 - imported first on purpose (core.patch_model does not)
+
 from ...core.classifier_models import BLOCKS_PER_LAYER, COLUMN_PLANES, COLUMN_STRIDES
 from ...core.patch_model import BLOCK_CONFIG, BN_SIZE, GROWTH_RATE, NUM_INIT_FEATURES
 
