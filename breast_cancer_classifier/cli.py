@@ -5,6 +5,7 @@ import sys
 from .core.errors import (CheckpointError, ExamListError, InputImageError, OutputExistsError,
                            PipelineError, SettingsError)
 from .core.failures import EXIT_BAD_INPUT, EXIT_NOTHING_DONE
+from .core.patch_runtime import RUNTIMES
 from .core.runtime import PRECISIONS, setup_logging
 
 
@@ -46,7 +47,7 @@ def add_trust_flag(parser):
 
 def add_runtime_flag(parser):
     parser.add_argument("--runtime", default="auto",
-                        choices=["auto", "torch", "compiled", "onnxruntime"],
+                        choices=RUNTIMES,
                         help="engine for the patch classifier: 'auto' (default) is 'compiled' on "
                              "the CPU at fp32 where its kernel builds, else 'torch'; 'torch' runs "
                              "PyTorch eager, bit-identical to the reference; 'compiled' (CPU, "
