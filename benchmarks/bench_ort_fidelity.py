@@ -91,11 +91,11 @@ def export_worker(args):
     import torch
 
     from breast_cancer_classifier.core.checkpoints.patch import load_patch_classifier
-    from breast_cancer_classifier.core.patch_runtime import export_onnx
+    from breast_cancer_classifier.core.patch_runtime import export_patch_graph
 
     model = load_patch_classifier(args.model_path, torch.device("cpu"))
     for graph, fold in (("folded", True), ("kept", False)):
-        export_onnx(model, Path(args.scratch) / f"{graph}.onnx", fold_batchnorm=fold)
+        export_patch_graph(model, Path(args.scratch) / f"{graph}.onnx", fold_batchnorm=fold)
 
 
 def make_runtime(option, scratch, model_path, threads):

@@ -73,7 +73,7 @@ CASES = {
 FULL_SIZE = "full_size"  # built in the scratch folder by full_size_case
 FULL_SIZE_IMAGES = {"L-CC": "1_L_CC", "R-CC": "1_R_CC", "L-MLO": "2_L_CC", "R-MLO": "2_R_CC"}
 MEMORY_TARGET_MB = 2048
-# run.sh's outputs under the names bcc run gives them in its folder (pipeline.RunLayout).
+# run.sh's outputs under the names bcc run gives them in its folder (run_layout.RunLayout).
 RUN_SH_LAYOUT = {
     "CROPPED_IMAGE_PATH": "cropped_images",
     "CROPPED_EXAM_LIST_PATH": "cropped_images/cropped_exam_list.pkl",

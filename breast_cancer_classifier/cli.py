@@ -7,6 +7,7 @@ from .core.errors import (CheckpointError, ExamListError, InputImageError, Outpu
                            PipelineError, SettingsError)
 from .core.failures import EXIT_BAD_INPUT, EXIT_NOTHING_DONE
 from .core.home import describe_models_dir, models_dir
+from .core.patch_runtime import RUNTIMES
 from .core.runtime import PRECISIONS, log, setup_logging
 
 
@@ -47,10 +48,15 @@ def add_trust_flag(parser):
 
 
 def add_runtime_flag(parser):
-    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "onnxruntime"],
-                        help="engine for the patch classifier: 'auto' (default) and 'torch' run "
-                             "PyTorch eager, bit-identical to the reference; 'onnxruntime' (CPU, "
-                             "fp32) is 2.5-4x faster there and differs by up to about 1e-5")
+    parser.add_argument("--runtime", default="auto",
+                        choices=RUNTIMES,
+                        help="engine for the patch classifier: 'auto' (default) is 'compiled' on "
+                             "the CPU at fp32 where its kernel builds, else 'torch'; 'torch' runs "
+                             "PyTorch eager, bit-identical to the reference; 'compiled' (CPU, "
+                             "fp32) gives eager's numbers faster and in less memory (a small C "
+                             "kernel, compiled once per machine: needs a C compiler); "
+                             "'onnxruntime' (CPU, fp32) is fast and differs by up to about 1e-5. "
+                             "See docs/stage3_runtime.md")
 
 
 def positive_int(text):

@@ -6,7 +6,7 @@ positive breasts, and the predictions follow the labels with noise (the imagehea
 more closely than the image model). Everything else is what ``bcc run`` writes, through the
 same functions: ``formats.write_png``/``write_hdf5``/``write_predictions_csv``/``write_csv``,
 ``save_exam_list``, ``core.qa`` rows measured on the crops, ``RunRecord.write_settings`` and
-the manifest's JSON lines, ``pipeline.write_exam_result``. The weights are tiny files listed
+the manifest's JSON lines, ``run_layout.write_exam_result``. The weights are tiny files listed
 in a demo marker (``tools.demo_marker``), so the report shows its demo banner.
 
 Beside the run: ``labels.csv``, ``exam_list.pkl.report.csv`` (a ``bcc dicom`` report with
@@ -23,7 +23,7 @@ import numpy as np
 from breast_cancer_classifier.core import formats, qa
 from breast_cancer_classifier.core.exam_list import save_exam_list
 from breast_cancer_classifier.core.hashing import file_sha256, git_blob_sha1
-from breast_cancer_classifier.core.pipeline import RunLayout, write_exam_result
+from breast_cancer_classifier.core.run_layout import RunLayout, write_exam_result
 from breast_cancer_classifier.core.run_record import RunRecord, library_versions
 from breast_cancer_classifier.core.views import LABELS, VIEWS, is_right
 from breast_cancer_classifier.tools.demo_marker import _write_marker

@@ -7,7 +7,7 @@ import pytest
 
 from breast_cancer_classifier import bcc
 from breast_cancer_classifier.core.hashing import git_blob_sha1
-from breast_cancer_classifier.core.pipeline import RunLayout
+from breast_cancer_classifier.core.run_layout import RunLayout
 from breast_cancer_classifier.tools import demo, demo_weights
 from breast_cancer_classifier.tools.phantoms import EXAM_LIST_NAME
 

@@ -1,24 +1,31 @@
-"""Patch-classifier runtimes: the default is exact; ONNX Runtime agrees with PyTorch eager
-within the heatmap tolerance, keeps BatchNorm apart, and its exports are cached.
+"""Patch-classifier runtimes: the default (compiled) gives PyTorch eager's logits bit for
+bit; ONNX Runtime agrees with eager within the heatmap tolerance, keeps BatchNorm apart,
+and its exports are cached.
 
 ``test_default_runtime_synth_c_map_within_margin`` runs the default runtime over the
 largest image of the parity kit's ``synth_c`` case (1,510 model patches: a few minutes on
 two cores); it skips when the kit is absent.
 """
 
+import logging
+import os
 import random
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from breast_cancer_classifier.core import formats, patch_runtime
+from breast_cancer_classifier.core import formats, norm_relu_kernel, patch_runtime
+from breast_cancer_classifier.core.compiled_densenet import batchnorm_terms
 from breast_cancer_classifier.core.errors import PipelineError
 from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list
-from breast_cancer_classifier.core.patch_runtime import (OnnxRuntime, TorchRuntime,
-                                                         cached_graph_path, choose_runtime,
-                                                         export_onnx, make_patch_runtime,
+from breast_cancer_classifier.core.patch_runtime import (CompiledRuntime, OnnxRuntime,
+                                                         TorchRuntime, cached_graph_path,
+                                                         choose_runtime,
+                                                         compiled_runtime_problem,
+                                                         export_patch_graph, make_patch_runtime,
                                                          onnxruntime_available)
 from breast_cancer_classifier.core.plan import ImagePlan
 from breast_cancer_classifier.core.stages import heatmaps
@@ -29,6 +36,10 @@ from helpers import slow
 
 needs_onnxruntime = pytest.mark.skipif(not onnxruntime_available(),
                                        reason="onnxruntime not installed")
+# Outside CI a machine without a C compiler skips these; under CI they run (and fail there).
+needs_compiler = pytest.mark.skipif(compiled_runtime_problem() is not None
+                                    and not os.environ.get("CI"),
+                                    reason=str(compiled_runtime_problem()))
 MARGIN = 3e-6  # the default's worst map deviation from the reference (tolerance: 1e-5)
 
 
@@ -92,18 +103,119 @@ def test_runtime_choice_and_errors(patch_checkpoint):
         make_patch_runtime("onnxruntime", model, torch.device("cuda:0"), path)
 
 
-@pytest.mark.parametrize("on_cpu", [True, False])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_auto_is_the_exact_runtime(on_cpu, precision):
-    # PyTorch eager everywhere: the only runtime that reproduces the reference bit for bit.
-    assert choose_runtime("auto", precision, on_cpu) == "torch"
+@pytest.mark.parametrize("on_cpu, precision, engine", [
+    (True, "fp32", "compiled"), (True, "bf16", "torch"), (False, "fp32", "torch"),
+    (False, "bf16", "torch")])
+def test_auto_is_compiled_on_the_cpu_at_fp32_else_torch(on_cpu, precision, engine, monkeypatch):
+    monkeypatch.setattr(patch_runtime, "compiled_runtime_problem", lambda: None)
+    assert choose_runtime("auto", precision, on_cpu) == engine
 
 
-def test_default_load_is_torch_on_the_cpu(patch_checkpoint):
+@pytest.fixture
+def fresh_kernel_cache(tmp_path, monkeypatch):
+    """An empty cache folder, and the loaded kernel forgotten (restored after the test)."""
+    monkeypatch.setenv("BCC_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(patch_runtime.log, "propagate", True)  # to caplog
+    norm_relu_kernel.load.cache_clear()
+    patch_runtime._warn_once.cache_clear()
+    yield tmp_path
+    norm_relu_kernel.load.cache_clear()
+
+
+@pytest.mark.parametrize("compiler, problem", [
+    ("no-such-compiler", "no C compiler: 'no-such-compiler' was not found"),
+    ("false", "compiling the stage-3 kernel with false failed (exit status 1)")])
+def test_without_a_working_compiler_auto_is_torch_and_compiled_is_refused(
+        fresh_kernel_cache, monkeypatch, caplog, compiler, problem):
+    monkeypatch.setenv("CC", compiler)
+    assert problem in compiled_runtime_problem()
+    with caplog.at_level(logging.WARNING, logger=patch_runtime.log.name):
+        assert choose_runtime("auto", "fp32", True) == "torch"
+    assert problem in caplog.text and "--runtime torch" in caplog.text  # said, not silent
+    with pytest.raises(PipelineError, match=f"(?s){re.escape(problem)}.*use --runtime torch"):
+        choose_runtime("compiled", "fp32", True)
+    assert not list(fresh_kernel_cache.rglob("*.so"))  # nothing half-written
+
+
+def test_compiled_is_cpu_and_fp32_only():
+    with pytest.raises(PipelineError, match="CPU only"):
+        choose_runtime("compiled", "fp32", False)
+    with pytest.raises(PipelineError, match="runs fp32 only"):
+        choose_runtime("compiled", "bf16", True)
+
+
+@needs_compiler
+def test_kernel_is_compiled_once_into_the_cache(fresh_kernel_cache):
+    assert compiled_runtime_problem() is None
+    built = list((fresh_kernel_cache / "kernels").glob("norm_relu_*.so"))
+    assert built == [norm_relu_kernel.library_path(fresh_kernel_cache)]
+    mtime = built[0].stat().st_mtime_ns
+    norm_relu_kernel.load.cache_clear()
+    assert compiled_runtime_problem() is None
+    assert built[0].stat().st_mtime_ns == mtime
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 3])
+def test_norm_relu_kernel_on_a_channel_slice(threads, monkeypatch):
+    monkeypatch.setattr(norm_relu_kernel, "MIN_FLOATS_PER_THREAD", 1)  # split small calls too
+    rng = torch.Generator().manual_seed(0)
+    features = torch.randn(5, 40, 11, 13, generator=rng).contiguous(
+        memory_format=torch.channels_last)
+    rows = features[:, :24].permute(0, 2, 3, 1).view(-1, 24)  # rows of stride 40
+    alpha, beta = torch.randn(24, generator=rng), torch.randn(24, generator=rng)
+    out = torch.empty(5 * 11 * 13, 24)
+    kernel = norm_relu_kernel.NormRelu(patch_runtime.default_cache_dir(), threads)
+    kernel(rows, alpha, beta, out)
+    expected = torch.clamp_min((rows.double() * alpha.double() + beta.double()).float(), 0)
+    assert torch.equal(out, expected) and (out == 0).any() and (out > 0).any()
+    with pytest.raises(ValueError, match="unit channel stride"):
+        kernel(rows.t(), alpha, beta, out)
+
+
+@pytest.fixture(scope="module")
+def compiled(patch_checkpoint):
+    if compiled_runtime_problem() is not None:
+        pytest.skip(compiled_runtime_problem())
+    return CompiledRuntime(patch_checkpoint[1])
+
+
+def test_batchnorm_terms_are_the_cpu_kernel_s_fused_multiply_add(patch_checkpoint):
+    # Eval-mode BatchNorm on the CPU is fma(x, alpha, beta); computed in float64 (exact
+    # product, one rounding of the sum, then float32), the terms give eager's values.
+    norm = patch_checkpoint[1].features.denseblock2.denselayer3.norm1
+    alpha, beta = batchnorm_terms(norm)
+    x = torch.randn(3, norm.num_features, 5, 5, generator=torch.Generator().manual_seed(0))
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        eager = norm(x)
+    fused = (x.double() * alpha.double()[:, None, None] + beta.double()[:, None, None]).float()
+    assert torch.equal(fused, eager)
+
+
+@needs_compiler
+@pytest.mark.parametrize("n, piece", [(6, 16), (7, 3), (1, 16)])
+def test_compiled_runtime_gives_eager_s_probabilities_bit_for_bit(patch_checkpoint, compiled,
+                                                                  n, piece):
+    _, model = patch_checkpoint
+    batch = patches(n, seed=n)
+    eager = TorchRuntime(model, torch.device("cpu"), max_forward=piece)(batch)
+    compiled.max_forward = piece
+    result = compiled(batch)
+    assert result.dtype == np.float32 and result.shape == (n, 4)
+    assert np.array_equal(result, eager)
+    assert n == 1 or np.ptp(eager[:, 0]) > 1e-4  # outputs that differ by patch
+
+
+@needs_compiler
+def test_default_load_is_compiled_on_the_cpu(patch_checkpoint, compiled):
     path, _ = patch_checkpoint
     classify = patch_runtime.load_patch_runtime(path, "cpu")
-    assert isinstance(classify, TorchRuntime)
-    assert classify.name == "torch" and classify.precision == "fp32"
+    assert isinstance(classify, CompiledRuntime) and classify.name == "compiled"
+    assert classify.max_forward == patch_runtime.COMPILED_MAX_FORWARD
+    assert classify.read_ahead == 0
+    torch_runtime = patch_runtime.load_patch_runtime(path, "cpu", runtime="torch")
+    assert isinstance(torch_runtime, TorchRuntime) and torch_runtime.precision == "fp32"
 
 
 @needs_onnxruntime
@@ -112,13 +224,13 @@ def test_export_keeps_batchnorm_apart(patch_checkpoint, tmp_path):
     # (worst probability deviation 8.8e-6 instead of 4.9e-6 on the kit's patches).
     _, model = patch_checkpoint
     norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    export_onnx(model, tmp_path / "kept.onnx")
-    export_onnx(model, tmp_path / "folded.onnx", fold_batchnorm=True)
+    export_patch_graph(model, tmp_path / "kept.onnx")
+    export_patch_graph(model, tmp_path / "folded.onnx", fold_batchnorm=True)
     kept, folded = graph_ops(tmp_path / "kept.onnx"), graph_ops(tmp_path / "folded.onnx")
     assert kept["BatchNormalization"] == norms == 121
     assert folded["BatchNormalization"] < norms  # what the exporter does unless told not to
     assert kept["Conv"] == folded["Conv"] == 120
-    assert model.training is False  # export_onnx leaves the model in eval mode
+    assert model.training is False  # the export leaves the model in eval mode
 
 
 @needs_onnxruntime
@@ -132,7 +244,7 @@ def test_session_leaves_batchnorm_apart(patch_checkpoint, tmp_path, monkeypatch,
     import onnxruntime as ort
 
     _, model = patch_checkpoint
-    export_onnx(model, tmp_path / "kept.onnx")
+    export_patch_graph(model, tmp_path / "kept.onnx")
     optimized = tmp_path / "optimized.onnx"
 
     class SavingOptions(ort.SessionOptions):

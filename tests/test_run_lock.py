@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from breast_cancer_classifier.core.errors import OutputExistsError
-from breast_cancer_classifier.core.pipeline import RunLayout
+from breast_cancer_classifier.core.run_layout import RunLayout
 from breast_cancer_classifier.core.run_lock import RUN_LOCK_NAME, RunLock, locks_output_dir
 
 REPO = Path(__file__).resolve().parents[1]

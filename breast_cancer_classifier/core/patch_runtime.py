@@ -5,18 +5,24 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
 
 * ``torch``: PyTorch eager on the model's device, fed the batch's NCHW view without a copy,
   which reproduces the reference bit for bit on the CPU (SPEC 6 step 3).
+* ``compiled`` (CPU, fp32): the same convolutions as eager, each BatchNorm-ReLU pair one pass
+  of a small C kernel compiled once per machine, and no concatenation
+  (:mod:`.compiled_densenet`): eager's logits bit for bit, faster and in less memory. Needs
+  a C compiler the first time.
 * ``onnxruntime`` (opt-in): the same checkpoint exported to ONNX (softmax and the channel
-  permutation inside the graph) and run by ONNX Runtime's CPU provider. About 2.5-4x faster
-  on the CPU, but not exact: its convolution kernels sum in another order than PyTorch's
+  permutation inside the graph) and run by ONNX Runtime's CPU provider. Fast on the CPU,
+  but not exact: its convolution kernels sum in another order than PyTorch's
   (oneDNN), so a probability differs from eager by up to about 5e-6, and a heatmap from the
   reference's by up to 7.4e-6 on the parity kit (tolerance 1e-5); see
-  ``benchmarks/bench_ort_fidelity.py``. The export is cached on disk, keyed by the
+  ``benchmarks/bench_stage3.py``. The export is cached on disk, keyed by the
   checkpoint's SHA-256, so it happens once per weight file. It runs in a child process, so a
   stage-3 run with it never imports PyTorch itself: that saves about 0.7 GB of memory.
 
-``auto`` (the default) is torch everywhere: see :func:`choose_runtime`.
+``auto`` (the default) is ``compiled`` on the CPU at fp32 where it can be built, else
+``torch``: see :func:`choose_runtime`. Figures: ``docs/stage3_runtime.md``.
 """
 
+import functools
 import importlib.metadata
 import os
 import subprocess
@@ -25,20 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .hashing import file_sha256
-from .errors import CheckpointError, PipelineError, SettingsError
 from .allocator import heap_for_patches
+from .errors import CheckpointError, PipelineError, SettingsError
+from .hashing import file_sha256
 from .runtime import check_precision, log, precision_context, resolve_device, runs_on_cpu
 
-RUNTIMES = ("auto", "torch", "onnxruntime")
+RUNTIMES = ("auto", "torch", "compiled", "onnxruntime")
 PATCH_SHAPE = (256, 256, 3)
 ONNX_OPSET = 17
-# What export_onnx writes, named in the cache key: change it when the graph changes.
+# What export_patch_graph writes, named in the cache key: change it when the graph changes.
 ONNX_GRAPH_VARIANT = "bn"  # BatchNormalization kept apart from the convolutions
 # ONNX Runtime passes left out: ConvBNFusion would fold the BatchNorms back (OnnxRuntime).
 ONNX_DISABLED_OPTIMIZERS = ("ConvBNFusion",)
 ONNX_MAX_FORWARD = 5  # patches per session.run (memory, see OnnxRuntime.__call__)
 CPU_MAX_FORWARD = 25  # patches per PyTorch forward pass on the CPU (memory, forward_pieces)
+COMPILED_MAX_FORWARD = 16  # patches per forward pass of the compiled runtime (memory, speed)
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # so the export child finds the package
 
 
@@ -72,6 +79,30 @@ class TorchRuntime:
     def __call__(self, batch):
         return classify_patches(self.model, batch, self.device, self.max_forward,
                                 self.precision)
+
+
+class CompiledRuntime:
+    """Eager convolutions with a compiled BatchNorm-ReLU kernel (:mod:`.compiled_densenet`), CPU.
+
+    The kernel is a small C function compiled once per machine into :func:`default_cache_dir`
+    (:mod:`.norm_relu_kernel`); it holds no weights, so it serves every checkpoint.
+    """
+
+    name = "compiled"
+    read_ahead = 0  # runs on the CPU (see TorchRuntime.read_ahead)
+
+    def __init__(self, model, max_forward=None):
+        import torch
+
+        from .compiled_densenet import CompiledDenseNet
+        from .norm_relu_kernel import NormRelu
+
+        norm_relu = NormRelu(default_cache_dir(), torch.get_num_threads())
+        self.forward = CompiledDenseNet(model, norm_relu)
+        self.max_forward = max_forward or COMPILED_MAX_FORWARD
+
+    def __call__(self, batch):
+        return classify_patches(self.forward, batch, "cpu", self.max_forward)
 
 
 class OnnxRuntime:
@@ -113,7 +144,7 @@ class OnnxRuntime:
                 from . import formats
 
                 with formats.atomic_path(graph_path) as tmp:
-                    export_onnx(model, tmp)
+                    export_patch_graph(model, tmp)
             else:
                 export_in_child_process(checkpoint_path, graph_path, trust)
         return cls(graph_path)
@@ -201,16 +232,33 @@ def cached_graph_path(checkpoint_path, trust=False, cache_dir=None):
                         f"_{ONNX_GRAPH_VARIANT}.onnx")
 
 
-def export_onnx(model, path, fold_batchnorm=False):
-    """Export ``model`` (logits, NCHW) as an ONNX graph: NHWC patches in, softmax out.
+def export_onnx(module, example_inputs, path, input_names, output_names,
+                fold_batchnorm=False):
+    """Write ``module`` as an ONNX graph: the one ONNX export of the project (stage 3's cached
+    graph, ``bcc export``).
 
-    The exporter folds each BatchNorm that follows a convolution into its weights unless
-    told to keep the model's mode (``TrainingMode.PRESERVE``, the model in eval mode); kept
-    apart they are computed as PyTorch computes them, closer to eager (see OnnxRuntime).
-    ``fold_batchnorm=True`` gives the folded graph (benchmarks only).
+    TorchScript exporter, opset ``ONNX_OPSET``, a dynamic first (batch) axis on every input
+    and output. The exporter folds each BatchNorm that follows a convolution into its
+    weights unless told to keep the module's mode (``TrainingMode.PRESERVE``, the module put
+    in eval mode here); kept apart they are computed as PyTorch computes them, closer to
+    eager (see OnnxRuntime). ``fold_batchnorm=True`` gives the folded graph (benchmarks only).
     """
     import warnings
 
+    import torch
+
+    axes = {name: {0: "batch"} for name in list(input_names) + list(output_names)}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), tuple(example_inputs), str(path),
+                          input_names=list(input_names), output_names=list(output_names),
+                          dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False,
+                          training=(torch.onnx.TrainingMode.EVAL if fold_batchnorm
+                                    else torch.onnx.TrainingMode.PRESERVE))
+
+
+def export_patch_graph(model, path, fold_batchnorm=False):
+    """Stage 3's graph of ``model`` (logits, NCHW): NHWC patches in, softmax out."""
     import torch
 
     class SoftmaxNHWC(torch.nn.Module):
@@ -221,15 +269,8 @@ def export_onnx(model, path, fold_batchnorm=False):
         def forward(self, patches):
             return torch.softmax(self.model(patches.permute(0, 3, 1, 2)), dim=1)
 
-    example = torch.zeros((2,) + PATCH_SHAPE)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(SoftmaxNHWC().cpu().eval(), (example,), str(path),
-                          input_names=["patches"], output_names=["probabilities"],
-                          dynamic_axes={"patches": {0: "n"}, "probabilities": {0: "n"}},
-                          opset_version=ONNX_OPSET, dynamo=False,
-                          training=(torch.onnx.TrainingMode.EVAL if fold_batchnorm
-                                    else torch.onnx.TrainingMode.PRESERVE))
+    export_onnx(SoftmaxNHWC().cpu(), (torch.zeros((2,) + PATCH_SHAPE),), path, ["patches"],
+                ["probabilities"], fold_batchnorm)
 
 
 def export_checkpoint(checkpoint_path, graph_path, trust=False):
@@ -239,7 +280,7 @@ def export_checkpoint(checkpoint_path, graph_path, trust=False):
 
     model = load_patch_classifier(checkpoint_path, "cpu", trust=trust)
     with formats.atomic_path(graph_path) as tmp:
-        export_onnx(model, tmp)
+        export_patch_graph(model, tmp)
 
 
 EXIT_CHECKPOINT_ERROR = 2  # the export child's status for a CheckpointError
@@ -262,45 +303,83 @@ def export_in_child_process(checkpoint_path, graph_path, trust=False):
                             "torch to run the patch classifier without ONNX Runtime")
 
 
-def choose_runtime(runtime, precision, on_cpu):
-    """The one rule that turns ``--runtime`` into an engine: ``"torch"`` or ``"onnxruntime"``.
+def compiled_runtime_problem():
+    """Why the compiled runtime cannot run here (a sentence), or None if it can.
 
-    ``auto`` means PyTorch, on the CPU too: it reproduces the reference (bit for bit where
-    the kit was checked; within 7e-7 on the kit maps measured on a 2-core AMX host),
-    while no ONNX Runtime setting gets under about 5e-6 per probability (its kernels, not its
-    graph optimizations; a parity-kit heatmap differs by up to 7.4e-6, 1.05e-5 with the
-    former folded graph, against a 1e-5 tolerance). ONNX Runtime is 2.5-4x faster on two
-    cores and is there for whoever asks for it (``benchmarks/bench_ort_fidelity.py``).
-    Refuses unknown names, ONNX Runtime off the CPU or below fp32, and a missing package.
+    It can where its kernel is cached or compiles (:func:`.norm_relu_kernel.load`: a C
+    compiler, once per machine); deciding needs no PyTorch.
+    """
+    from .norm_relu_kernel import load
+
+    try:
+        load(str(default_cache_dir()))
+    except (PipelineError, OSError) as err:
+        return f"the compiled runtime's kernel is unavailable: {err}"
+    return None
+
+
+def choose_runtime(runtime, precision, on_cpu):
+    """The one rule that turns ``--runtime`` into an engine: ``"torch"``, ``"compiled"`` or
+    ``"onnxruntime"``.
+
+    ``auto`` is ``compiled`` on the CPU at fp32: it gives eager's numbers bit for bit on the
+    hosts checked (the parity kit's maps within 3e-7 of the reference's, as eager) at about
+    twice eager's speed and under 1 GB (``docs/stage3_runtime.md``). Elsewhere (a GPU,
+    bf16/tf32) and where it cannot be built (:func:`compiled_runtime_problem`, said in a
+    warning) ``auto`` is ``torch``, PyTorch eager. ONNX Runtime is never chosen by ``auto``:
+    no setting of it gets under about 5e-6 per probability (its kernels sum in another
+    order), against 3e-6 for a default. Refuses unknown names, ``compiled`` or
+    ``onnxruntime`` off the CPU or below fp32, and what they need but is missing.
     """
     check_runtime_name(runtime, precision)
     if runtime == "auto":
+        if not on_cpu or precision != "fp32":
+            return "torch"
+        problem = compiled_runtime_problem()
+        if problem is None:
+            return "compiled"
+        _warn_once(f"stage 3 runs PyTorch eager, about half the speed of --runtime compiled: "
+                   f"{problem}. Pass --runtime torch to choose eager explicitly")
         return "torch"
+    if runtime in ("compiled", "onnxruntime") and not on_cpu:
+        raise SettingsError(f"--runtime {runtime} runs on the CPU only; use --device-type "
+                            "cpu, or --runtime torch on a GPU")
+    if runtime == "compiled":
+        problem = compiled_runtime_problem()
+        if problem is not None:
+            raise PipelineError(f"--runtime compiled: {problem}; use --runtime torch (PyTorch "
+                                "eager: the same numbers, slower)")
     if runtime == "onnxruntime":
-        if not on_cpu:
-            raise SettingsError("--runtime onnxruntime runs on the CPU only; use --device-type "
-                                "cpu, or --runtime torch on a GPU")
         check_onnxruntime_installed()
     return runtime
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message):
+    log.warning("%s", message)
 
 
 def make_patch_runtime(runtime, model, device, checkpoint_path, max_forward=None, trust=False,
                        precision="fp32"):
     """Build the runtime named ``runtime`` (one of RUNTIMES) for a loaded patch model.
 
-    ``precision`` (``runtime.PRECISIONS``) applies to the torch runtime; ONNX Runtime is fp32.
+    ``precision`` (``runtime.PRECISIONS``) applies to the torch runtime; the others are fp32.
     """
-    if choose_runtime(runtime, precision, _is_cpu(device)) == "onnxruntime":
+    engine = choose_runtime(runtime, precision, _is_cpu(device))
+    if engine == "onnxruntime":
         return OnnxRuntime.for_checkpoint(checkpoint_path, trust, model=model)
+    if engine == "compiled":
+        return CompiledRuntime(model, max_forward)
     return TorchRuntime(model, device, max_forward, precision)
 
 
 def check_runtime_name(runtime, precision="fp32"):
-    """Refuse an unknown runtime, or ONNX Runtime at a precision other than fp32."""
+    """Refuse an unknown runtime, or ONNX Runtime or the compiled one at a precision other
+    than fp32."""
     if runtime not in RUNTIMES:
         raise SettingsError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
-    if runtime == "onnxruntime" and precision != "fp32":
-        raise SettingsError(f"--runtime onnxruntime runs fp32 only; use --runtime torch (or "
+    if runtime in ("compiled", "onnxruntime") and precision != "fp32":
+        raise SettingsError(f"--runtime {runtime} runs fp32 only; use --runtime torch (or "
                             f"auto) with --precision {precision}")
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from ..core.engine import EngineSettings
 from ..core.errors import OutputExistsError
 from ..core.formats import write_bytes_atomic
-from ..core.pipeline import RunLayout, run_pipeline
+from ..core.pipeline import run_pipeline
+from ..core.run_layout import RunLayout
 from ..core.runtime import log, progress
 from . import demo_weights
 from .phantoms import EXAM_LIST_NAME, write_sample_data

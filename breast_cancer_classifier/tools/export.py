@@ -9,10 +9,10 @@ policy). Checkpoints are all loaded before anything is written, so a checkpoint 
 wrong kind stops the run with exit 2 and leaves no file. The networks and their input and
 output names are described in :mod:`tools.export_networks`.
 
-ONNX files use the settings of stage 3's cached export (TorchScript exporter, opset 17,
-BatchNorms kept apart from the convolutions, dynamic batch axis) but are written by their
-own call, with the networks' plain signatures: stage 3's graph (NHWC patches, softmax) and
-its cache are untouched.
+ONNX files are written by ``core.patch_runtime.export_onnx``, the export of stage 3's
+cached graph (TorchScript exporter, opset 17, BatchNorms kept apart from the convolutions,
+dynamic batch axis), with the networks' plain signatures: stage 3's graph (NHWC patches,
+softmax) and its cache are untouched.
 """
 
 import contextlib
@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +30,12 @@ from ..core import formats
 from ..core.errors import OutputExistsError, SettingsError
 from ..core.failures import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL
 from ..core.home import weight_default
+from ..core.patch_runtime import export_onnx
 from ..core.runtime import log
 from . import export_networks as nets
 
 FORMATS = ("onnx", "pt2", "savedmodel")
 SUFFIX = {"onnx": ".onnx", "pt2": ".pt2", "savedmodel": "_savedmodel"}
-ONNX_OPSET = 17  # as stage 3's cached export (core.patch_runtime)
 PATCH_TOLERANCE = 1e-5
 CLASSIFIER_TOLERANCE = 1e-4
 CHECKS_CSV = "export_checks.csv"
@@ -243,20 +242,14 @@ def _move_into_place(staged, target):
 
 
 # --------------------------------------------------------------------------- formats
-def export_onnx(network, module, inputs, path, port=None):
+def write_onnx(network, module, inputs, path, port=None):
     """ONNX (stage 3's exporter settings, dynamic batch); returns its ONNX Runtime runner."""
     import onnxruntime as ort
     import torch
 
     names_in, names_out = nets.input_names(network), nets.output_names(network)
-    axes = {name: {0: "batch"} for name in names_in + names_out}
     example = tuple(torch.from_numpy(x) for x in nets.trace_inputs(inputs))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(nets.exportable(network, module), example, str(path),
-                          input_names=list(names_in), output_names=list(names_out),
-                          dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False,
-                          training=torch.onnx.TrainingMode.PRESERVE)
+    export_onnx(nets.exportable(network, module), example, path, names_in, names_out)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
     def run(arrays):
@@ -264,7 +257,7 @@ def export_onnx(network, module, inputs, path, port=None):
     return run
 
 
-def export_pt2(network, module, inputs, path, port=None):
+def write_pt2(network, module, inputs, path, port=None):
     """A ``torch.export`` program (dynamic batch) saved and loaded back; returns its runner."""
     import torch
 
@@ -284,7 +277,7 @@ def export_pt2(network, module, inputs, path, port=None):
     return run
 
 
-def export_savedmodel(network, module, inputs, path, port):
+def write_savedmodel(network, module, inputs, path, port):
     """The TF port's SavedModel (single-input networks); returns its runner.
 
     The port's patch model gives the PyTorch module's logits; the check compares them after
@@ -302,7 +295,7 @@ def export_savedmodel(network, module, inputs, path, port):
     return run
 
 
-EXPORTERS = {"onnx": export_onnx, "pt2": export_pt2, "savedmodel": export_savedmodel}
+EXPORTERS = {"onnx": write_onnx, "pt2": write_pt2, "savedmodel": write_savedmodel}
 
 
 # --------------------------------------------------------------------------- report

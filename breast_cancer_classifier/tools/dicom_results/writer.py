@@ -30,7 +30,7 @@ from ...core.errors import InputImageError, OutputExistsError, PipelineError, Se
 from ...core.exam_list import exam_names, load_exam_list
 from ...core.failures import EXIT_NOTHING_DONE, EXIT_OK, EXIT_PARTIAL
 from ...core.hashing import file_sha256
-from ...core.pipeline import RunLayout
+from ...core.run_layout import RunLayout
 from ...core.run_record import BINDING_SETTINGS, RunRecord
 from ...core.runtime import log, progress
 from ...core.views import LABELS, VIEWS

@@ -16,7 +16,7 @@ import numpy as np
 from ...core import formats
 from ...core.errors import EvaluationInputError, ExamListError, RunFolderError
 from ...core.exam_list import load_exam_list
-from ...core.pipeline import RunLayout
+from ...core.run_layout import RunLayout
 from ...core.run_record import RunRecord
 from ...core.views import LABELS, VIEWS
 from ..demo_marker import demo_weight_files
