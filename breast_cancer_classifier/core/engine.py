@@ -93,15 +93,10 @@ class ExamResult:
 # --------------------------------------------------------------------------- shared steps
 def load_patch_runtime_on(settings, device):
     """The patch runtime (``settings.runtime``) on an already resolved ``torch.device``."""
-    from .checkpoints.patch import load_patch_classifier
-    from .patch_runtime import OnnxRuntime, TorchRuntime, choose_runtime
+    from .patch_runtime import patch_runtime_on
 
-    trust = settings.trust_checkpoint
-    if choose_runtime(settings.runtime, settings.precision, device.type == "cpu") == \
-            "onnxruntime":
-        return OnnxRuntime.for_checkpoint(settings.patch_model_path, trust=trust)
-    model = load_patch_classifier(settings.patch_model_path, device, trust=trust)
-    return TorchRuntime(model, device, precision=settings.precision)
+    return patch_runtime_on(settings.patch_model_path, device, settings.runtime,
+                            settings.precision, settings.trust_checkpoint)
 
 
 def exam_heatmaps(patch_runtime, jobs, batch_size, on_done, read_ahead=None, bar=None):

@@ -400,15 +400,24 @@ def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkp
     if runs_on_cpu(device_type) and choose_runtime(runtime, precision, True) == "onnxruntime":
         classify = OnnxRuntime.for_checkpoint(model_path, trust=trust_checkpoint)
     else:
-        from .checkpoints.patch import load_patch_classifier
-
         device = resolve_device(device_type, gpu_number)
         check_precision(precision, device)  # before the model is loaded
-        model = load_patch_classifier(model_path, device, trust=trust_checkpoint)
-        classify = make_patch_runtime(runtime, model, device, model_path,
-                                      trust=trust_checkpoint, precision=precision)
+        classify = patch_runtime_on(model_path, device, runtime, precision, trust_checkpoint)
     log.debug("patch classifier run by %s at %s", classify.name, precision)
     return classify
+
+
+def patch_runtime_on(model_path, device, runtime="auto", precision="fp32", trust=False):
+    """The runtime :func:`choose_runtime` picks, for the weight file, on an already resolved
+    ``torch.device`` (``bcc run``'s engine resolves it once for the run)."""
+    engine = choose_runtime(runtime, precision, _is_cpu(device))
+    if engine == "onnxruntime":  # the PyTorch model is never loaded in this process
+        return OnnxRuntime.for_checkpoint(model_path, trust=trust)
+    from .checkpoints.patch import load_patch_classifier
+
+    model = load_patch_classifier(model_path, device, trust=trust)
+    return make_patch_runtime(engine, model, device, model_path, trust=trust,
+                              precision=precision)
 
 
 def _export_main(argv=None):
