@@ -76,10 +76,10 @@ def sample_patches(per_image, seed=0):
         strides = random.Random(0)  # one stream per case, as stage 3 draws it
         for name, raw, view, horizontal_flip in kit_images(case_name):
             rows, columns = heatmaps.draw_strides(raw.shape, strides)
-            item = heatmaps._ImageHeatmaps(name, heatmaps.prepare_image(raw, view, horizontal_flip),
-                                           rows, columns)
-            varied = [i for i in range(item.num_patches)
-                      if heatmaps._constant_value(item.patch(i)) is None]
+            item = heatmaps.HeatmapJob(name, heatmaps.prepare_image(raw, view, horizontal_flip),
+                                       heatmaps.PatchGrid(rows, columns), view, horizontal_flip)
+            varied = [i for i in range(item.grid.num_patches)
+                      if heatmaps._constant_value(item.patch(i)[:, :, None]) is None]
             for index in sorted(rng.choice(varied, min(per_image, len(varied)), replace=False)):
                 patches.append(item.patch(index).astype(np.float32))
     return np.stack(patches)
@@ -159,7 +159,7 @@ def kit_map_deviation(classify, case_name, scratch):
 
     from breast_cancer_classifier.core import formats
     from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list
-    from breast_cancer_classifier.core.stages import heatmaps
+    from breast_cancer_classifier.core.stage_scripts import produce_heatmaps
 
     cropped = Path(tempfile.mkdtemp(dir=scratch))
     for name, raw, _, _ in kit_images(case_name):
@@ -168,7 +168,7 @@ def kit_map_deviation(classify, case_name, scratch):
     exam_list = load_exam_list(case / "expected" / "data.pkl")
     output = cropped / "heatmaps"
     start = time.perf_counter()
-    heatmaps.produce_heatmaps(exam_list, cropped, output, classify, batch_size=BATCH, seed=0)
+    produce_heatmaps(exam_list, cropped, output, classify, batch_size=BATCH, seed=0)
     seconds = time.perf_counter() - start
     worst = (0.0, None)
     for _, _, _, name in iter_images(exam_list):

@@ -27,7 +27,7 @@ threads, default all cores):
   ``inductor-freeze``: the same with ``torch._inductor.config.freezing`` (BatchNorm folded
   into the convolutions, weights prepacked).
 
-Every candidate but ``original`` runs stage 3 itself (``heatmaps.produce_heatmaps``, batches
+Every candidate but ``original`` runs stage 3 itself (``stage_scripts.produce_heatmaps``, batches
 of 100). Each runs in its own worker process, started one after the other with fresh
 export/compile caches: "cold start" is from the worker's start (imports included) to its
 runtime being ready, "warm start" the same for a second worker once the caches are filled.
@@ -106,10 +106,10 @@ def quick_sample(count, seed=0):
     patches, strides = [], random.Random(0)
     for name, raw, view, horizontal_flip in kit_images("real_cc"):
         rows, columns = heatmaps.draw_strides(raw.shape, strides)
-        item = heatmaps._ImageHeatmaps(name, heatmaps.prepare_image(raw, view, horizontal_flip),
-                                       rows, columns)
-        patches += [item.patch(i).astype(np.float32) for i in range(item.num_patches)
-                    if heatmaps._constant_value(item.patch(i)) is None]
+        item = heatmaps.HeatmapJob(name, heatmaps.prepare_image(raw, view, horizontal_flip),
+                                   heatmaps.PatchGrid(rows, columns), view, horizontal_flip)
+        patches += [item.patch(i).astype(np.float32) for i in range(item.grid.num_patches)
+                    if heatmaps._constant_value(item.patch(i)[:, :, None]) is None]
     chosen = np.random.default_rng(seed).choice(len(patches), count, replace=False)
     return np.stack([patches[i] for i in sorted(chosen)])
 
@@ -162,28 +162,26 @@ class OriginalStandIn:
 
         from breast_cancer_classifier.core import formats
         from breast_cancer_classifier.core.stages import heatmaps
-        from breast_cancer_classifier.core.views import VIEWS, flip_for_model
+        from breast_cancer_classifier.core.views import VIEWS
 
         rng, maps = random.Random(0), {}
         for exam in exam_list:
-            items = []
+            jobs = []
             for view in VIEWS:
                 for name in exam[view]:
                     raw = formats.read_mammogram_png(Path(image_dir) / f"{name}.png")
                     rows, columns = heatmaps.draw_strides(raw.shape, rng)
                     image = heatmaps.prepare_image(raw, view, exam["horizontal_flip"])
-                    items.append((view, heatmaps._ImageHeatmaps(name, image, rows, columns)))
-            patches = np.stack([np.repeat(item.patch(i)[:, :, None], 3, axis=2)
-                                for _, item in items for i in range(item.num_patches)])
+                    jobs.append(heatmaps.HeatmapJob(name, image, heatmaps.PatchGrid(rows, columns),
+                                                    view, exam["horizontal_flip"]))
+            patches = np.stack([np.repeat(job.patch(i)[:, :, None], 3, axis=2)
+                                for job in jobs for i in range(job.grid.num_patches)])
             probabilities = self.classify(patches)
+            batch = heatmaps.PatchBatch(patches, [(job, 0, job.grid.num_patches) for job in jobs])
             del patches
-            done = 0
-            for view, item in items:
-                for i in range(item.num_patches):
-                    item.add(i, probabilities[done + i, :2])
-                done += item.num_patches
-                maps[item.name] = tuple(flip_for_model(m, view, exam["horizontal_flip"])
-                                        for m in item.heatmaps())
+            columns = probabilities[:, [heatmaps.MALIGNANT_COLUMN, heatmaps.BENIGN_COLUMN]]
+            for job, malignant, benign in heatmaps.HeatmapSums().add(batch, columns):
+                maps[job.name] = job.stored((malignant, benign))
         return maps
 
 
@@ -325,6 +323,7 @@ class Counting:
 
     def __init__(self, runtime):
         self.runtime, self.model_patches = runtime, 0
+        self.read_ahead = getattr(runtime, "read_ahead", 0)  # as stage 3 reads the runtime's
 
     def __call__(self, batch):
         self.model_patches += len(batch)
@@ -336,7 +335,7 @@ def stage3(runtime, case_name, scratch):
     given to the model)."""
     import pickle
 
-    from breast_cancer_classifier.core.stages import heatmaps
+    from breast_cancer_classifier.core.stage_scripts import produce_heatmaps
 
     exam_list = kit_exam_list(case_name)
     output = scratch / f"{case_name}_{os.getpid()}"
@@ -347,8 +346,8 @@ def stage3(runtime, case_name, scratch):
         (output / "maps.pkl").write_bytes(pickle.dumps(maps))
         return grid, grid
     counting = Counting(runtime)
-    heatmaps.produce_heatmaps(exam_list, scratch / case_name, output, counting,
-                              batch_size=BATCH, seed=0)
+    produce_heatmaps(exam_list, scratch / case_name, output, counting, batch_size=BATCH,
+                     seed=0)
     return grid, counting.model_patches
 
 

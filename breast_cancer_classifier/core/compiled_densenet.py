@@ -16,8 +16,8 @@ allocated memory. This forward pass computes the same thing as follows:
 * each dense block writes into one preallocated buffer: a layer reads its input as a
   channel slice of it and writes its 32 new channels behind, so nothing is concatenated.
 
-The logits equal eager's bit for bit on the hosts checked (``tests/test_patch_runtime.py``;
-figures in ``docs/stage3_runtime.md``).
+The logits equal eager's bit for bit for the same pieces of patches
+(``tests/test_patch_runtime.py``; figures in ``docs/stage3_runtime.md``).
 """
 
 import torch

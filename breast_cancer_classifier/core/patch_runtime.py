@@ -7,8 +7,8 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
   which reproduces the reference bit for bit on the CPU (SPEC 6 step 3).
 * ``compiled`` (CPU, fp32): the same convolutions as eager, each BatchNorm-ReLU pair one pass
   of a small C kernel compiled once per machine, and no concatenation
-  (:mod:`.compiled_densenet`): eager's logits bit for bit, faster and in less memory. Needs
-  a C compiler the first time.
+  (:mod:`.compiled_densenet`): eager's logits bit for bit at the same piece size, faster and
+  in less memory. Needs a C compiler the first time.
 * ``onnxruntime`` (opt-in): the same checkpoint exported to ONNX (softmax and the channel
   permutation inside the graph) and run by ONNX Runtime's CPU provider. Fast on the CPU,
   but not exact: its convolution kernels sum in another order than PyTorch's
@@ -322,9 +322,9 @@ def choose_runtime(runtime, precision, on_cpu):
     """The one rule that turns ``--runtime`` into an engine: ``"torch"``, ``"compiled"`` or
     ``"onnxruntime"``.
 
-    ``auto`` is ``compiled`` on the CPU at fp32: it gives eager's numbers bit for bit on the
-    hosts checked (the parity kit's maps within 3e-7 of the reference's, as eager) at about
-    twice eager's speed and under 1 GB (``docs/stage3_runtime.md``). Elsewhere (a GPU,
+    ``auto`` is ``compiled`` on the CPU at fp32: eager's numbers bit for bit at the same piece
+    size (the parity kit's maps within 3e-7 of the reference's), about 1.5x eager's speed
+    in less memory (``docs/stage3_runtime.md``). Elsewhere (a GPU,
     bf16/tf32) and where it cannot be built (:func:`compiled_runtime_problem`, said in a
     warning) ``auto`` is ``torch``, PyTorch eager. ONNX Runtime is never chosen by ``auto``:
     no setting of it gets under about 5e-6 per probability (its kernels sum in another
