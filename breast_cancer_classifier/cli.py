@@ -90,6 +90,12 @@ def models_dir_of(args, prog):
     return models_dir()
 
 
+def add_calibrations_flag(parser, effect):
+    """``--calibration FILE``, once per model (a list): ``effect`` says what it adds."""
+    parser.add_argument("--calibration", action="append", default=[], metavar="FILE",
+                        help=f"calibration.json of bcc calibrate: {effect}; once per model")
+
+
 def add_compute_flags(parser, defaults):
     """The flags ``bcc run`` and ``bcc single`` share; ``defaults`` (their settings) gives
     the model paths and the repetitions."""

@@ -13,7 +13,7 @@ from bcc dicom, a calibration of other weights, or an existing output folder.
 
 import argparse
 
-from breast_cancer_classifier.cli import add_overwrite_flag, run_cli
+from breast_cancer_classifier.cli import add_calibrations_flag, add_overwrite_flag, run_cli
 
 
 def build_parser(prog=None):
@@ -21,10 +21,8 @@ def build_parser(prog=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="a finished bcc run output folder")
     parser.add_argument("--output", required=True, help="folder to create for the objects")
-    parser.add_argument("--calibration", action="append", default=[], metavar="FILE",
-                        help="calibration.json of bcc calibrate: adds the calibrated "
-                        "probabilities (and, with an operating point, which breasts are at "
-                        "or above it); once per model")
+    add_calibrations_flag(parser, "adds the calibrated probabilities (and, with an operating "
+                          "point, which breasts are at or above it)")
     add_overwrite_flag(parser)
     return parser
 

@@ -13,7 +13,8 @@ could be done, 2 bad arguments, exam list, checkpoint or settings, or an existin
 
 import argparse
 
-from breast_cancer_classifier.cli import add_compute_flags, positive_int, run_cli
+from breast_cancer_classifier.cli import (add_calibrations_flag, add_compute_flags, positive_int,
+                                          run_cli)
 from breast_cancer_classifier.core.errors import SettingsError
 
 def build_parser(prog=None):
@@ -43,9 +44,8 @@ def build_parser(prog=None):
     parser.add_argument("--visualize", action="store_true",
                         help="also draw overlay pictures into OUTPUT/visualizations")
     parser.add_argument("--note", help="an extra warning line on every picture")
-    parser.add_argument("--calibration", action="append", default=[], metavar="FILE",
-                        help="calibration.json of bcc calibrate: adds *_calibrated columns to "
-                        "its model's CSV (raw columns unchanged); once per model")
+    add_calibrations_flag(parser, "adds *_calibrated columns to its model's CSV (raw columns "
+                          "unchanged)")
     parser.add_argument("--dicom-out", metavar="DIR",
                         help="also write DICOM results into DIR (as bcc dicom-out does): a "
                         "Mammography CAD SR per exam, an overlay per image; the exam list must "

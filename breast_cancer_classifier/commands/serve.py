@@ -17,8 +17,9 @@ run, 2 bad arguments or settings.
 import argparse
 import os
 
-from breast_cancer_classifier.cli import (add_device_flags, add_runtime_flag, add_trust_flag,
-                                          positive_int, run_cli)
+from breast_cancer_classifier.cli import (add_calibrations_flag, add_device_flags,
+                                          add_runtime_flag, add_trust_flag, positive_int,
+                                          run_cli)
 from breast_cancer_classifier.core.errors import SettingsError
 
 MODELS = ("patch", "image", "imageheatmaps")
@@ -70,9 +71,7 @@ def build_parser(prog=None):
     run.add_argument("--seed", type=int, default=defaults.seed)
     add_runtime_flag(run)
     add_trust_flag(run)
-    run.add_argument("--calibration", action="append", default=[], metavar="FILE",
-                     help="calibration.json of bcc calibrate (once per model): calibrated "
-                     "probabilities go into the results too")
+    add_calibrations_flag(run, "calibrated probabilities go into the results too")
     parser.add_argument("--reprocess", metavar="STUDY",
                         help="forget the finished study STUDY (its hash in the log) in "
                         "--work-dir, so that it is analysed again the next time it arrives; "
