@@ -38,6 +38,7 @@ from breast_cancer_classifier.tools.serve.intake import MG_FOR_PRESENTATION, MG_
 from breast_cancer_classifier.tools.serve.processor import PROCESSOR_HOOK_ENV
 from dicom_files import BASIC_TEXT_SR, mammogram, phantom
 from helpers import debian_tool
+from loopback_only import listening_addresses, listens_on_loopback_only, loopback_preload
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -266,7 +267,7 @@ class ServeProcess:
     processor, its weights and settings among ``extra``); stderr goes to a file."""
 
     def __init__(self, work_dir, port, destination, log_path, *extra, model=False, **env):
-        self.http_port = free_port()
+        self.port, self.http_port = port, free_port()
         self.args = [sys.executable, "-m", "breast_cancer_classifier.bcc", "serve",
                      "--work-dir", str(work_dir), "--port", str(port), "--destination",
                      str(destination), "--http-port", str(self.http_port), *map(str, extra)]
@@ -284,6 +285,8 @@ class ServeProcess:
                  what="bcc serve to answer /healthz")
         if self.proc.poll() is not None:
             pytest.fail(f"bcc serve exited {self.proc.returncode}:\n{self.log()}")
+        for port in (self.port, self.http_port):
+            assert listens_on_loopback_only(port), (port, listening_addresses(port))
         return self
 
     def health(self):
@@ -340,14 +343,22 @@ class Orthanc:
         config = self.folder / "orthanc.json"
         config.write_text(json.dumps(self.configuration(), indent=1))
         self.log_path = self.folder / "orthanc.log"
+        env = dict(os.environ, **loopback_preload(self.folder / "preload"))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([ORTHANC, str(config)], stdout=log, stderr=log,
-                                         cwd=self.folder)
+                                         cwd=self.folder, env=env)
         wait_for(lambda: self.proc.poll() is not None or self.get("/system") is not None,
                  timeout, 0.1, "Orthanc to start")
         if self.proc.poll() is not None:
             raise RuntimeError(f"Orthanc exited {self.proc.returncode}: "
                                f"{self.log_path.read_text(errors='replace')[-2000:]}")
+        wait_for(lambda: listening_addresses(self.dicom_port), timeout, 0.1,
+                 "Orthanc's DICOM port")
+        for port in (self.http_port, self.dicom_port):
+            if not listens_on_loopback_only(port):
+                self.stop()
+                raise RuntimeError(f"Orthanc listens on {listening_addresses(port)} (hex) "
+                                   f"for port {port}, not on loopback only")
         return self
 
     def stop(self):

@@ -14,6 +14,7 @@ image whose pixels cannot be decoded.
 """
 
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -31,11 +32,28 @@ from breast_cancer_classifier.tools.serve.service import Service
 from dicom_files import dciodvfy, screening_study
 from dicom_run_support import _run_flags, check_sr_against_csvs
 from helpers import debian_tool, slow
+from loopback_only import listening_addresses, listens_on_loopback_only
 from serve_support import (ORTHANC, REPO, RESULT_DESCRIPTION, Orthanc, ServeProcess,
                            SyntheticProcessor, corrupt_copy, free_port, metric, orthanc,
                            quick_config, serve_env, wait_for, write_study)  # noqa: F401
 
 STUDIES = 20
+
+
+def test_the_listening_check_tells_loopback_from_every_interface():
+    with socket.socket() as anywhere, socket.socket() as loopback:
+        anywhere.bind(("0.0.0.0", 0))
+        loopback.bind(("127.0.0.1", 0))
+        anywhere.listen()
+        loopback.listen()
+        assert listening_addresses(anywhere.getsockname()[1]) == {"00000000"}
+        assert not listens_on_loopback_only(anywhere.getsockname()[1])
+        assert listens_on_loopback_only(loopback.getsockname()[1])
+
+
+def test_orthanc_listens_on_loopback_only(orthanc):
+    for port in (orthanc.http_port, orthanc.dicom_port):
+        assert listens_on_loopback_only(port), (port, listening_addresses(port))
 
 
 def upload(orthanc, folder, count, first):
@@ -58,6 +76,7 @@ def test_twenty_studies_over_four_associations_come_back_once_each(orthanc, tmp_
     config = quick_config(tmp_path / "work", orthanc.destination, port=orthanc.bcc_port,
                           allow_callers=("ORTHANC",), max_queue=STUDIES)
     service = Service(config, SyntheticProcessor()).start()
+    assert listens_on_loopback_only(orthanc.bcc_port)
     peak, storing = [0], threading.Event()
 
     def count_associations():
