@@ -397,10 +397,11 @@ def load_patch_runtime(model_path, device_type="cpu", gpu_number=0, trust_checkp
     (about 0.7 GB) stays out of the run. Which engine runs is :func:`choose_runtime`'s rule.
     """
     check_runtime_name(runtime, precision)
-    if runs_on_cpu(device_type) and choose_runtime(runtime, precision, True) == "onnxruntime":
+    on_cpu = runs_on_cpu(device_type)  # says once when a requested GPU is absent
+    if on_cpu and choose_runtime(runtime, precision, True) == "onnxruntime":
         classify = OnnxRuntime.for_checkpoint(model_path, trust=trust_checkpoint)
     else:
-        device = resolve_device(device_type, gpu_number)
+        device = resolve_device("cpu" if on_cpu else device_type, gpu_number)
         check_precision(precision, device)  # before the model is loaded
         classify = patch_runtime_on(model_path, device, runtime, precision, trust_checkpoint)
     log.debug("patch classifier run by %s at %s", classify.name, precision)
