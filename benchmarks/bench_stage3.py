@@ -65,7 +65,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 PARITY = Path(os.environ.get("BCC_SHARED", REPO.parent / "shared")) / "parity"
 CASES = ("real_cc", "synth_a", "synth_c")
-FULL = ["original", "torch", "compiled", "compiled:8", "compiled:25", "onnxruntime",
+FULL = ["original", "torch", "compiled", "compiled:4", "compiled:16", "onnxruntime",
         "onnxruntime-folded", "jit-freeze", "inductor", "inductor-freeze"]
 QUICK = ["original", "torch", "compiled", "onnxruntime"]
 BATCH = 100  # patches per stage-3 batch, as the original's default
@@ -242,11 +242,13 @@ def build(candidate, model_path, cache_dir):
         return patch_runtime.OnnxRuntime(graph, threads=cores)
     import torch
 
+    torch.set_num_threads(cores)
+    if name == "compiled":  # as stage 3: prepared once in a child, no torchvision here
+        return patch_runtime.CompiledRuntime.for_checkpoint(model_path, max_forward=piece)
     from breast_cancer_classifier.core.checkpoints.patch import load_patch_classifier
 
-    torch.set_num_threads(cores)
     model = load_patch_classifier(model_path, torch.device("cpu"))
-    if name in ("torch", "compiled"):
+    if name == "torch":
         return patch_runtime.make_patch_runtime(name, model, torch.device("cpu"), model_path,
                                                 max_forward=piece)
     return whole_model_runtime(name, model, piece or patch_runtime.COMPILED_MAX_FORWARD)
@@ -590,8 +592,8 @@ def report(candidates, rows, deviations, peaks, flops, workload, cases, args):
         print("|" + " --- |" * (len(candidates) + 1))
         names = next(d for d in deviations[case].values() if d)
         for name in names:
-            print(f"| {name} | " + " | ".join(_dev(deviations[case][c] and deviations[case][c][name])
-                                              for c in candidates) + " |")
+            values = (deviations[case][c] and deviations[case][c][name] for c in candidates)
+            print(f"| {name} | " + " | ".join(_dev(value) for value in values) + " |")
 
 
 def _dev(value):

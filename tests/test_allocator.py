@@ -25,10 +25,13 @@ def libc(monkeypatch):
 
 def test_each_stage_gets_its_own_setting(libc):
     allocator.heap_for_patches()
+    allocator.heap_for_compiled_patches()
     allocator.heap_for_classifiers()
     allocator.release_free_memory()
     assert libc.calls == [
         ("mallopt", allocator.M_MMAP_MAX, 65536), ("mallopt", allocator.M_MMAP_THRESHOLD, 1 << 20),
+        ("mallopt", allocator.M_MMAP_MAX, 65536), ("mallopt", allocator.M_MMAP_THRESHOLD, 32 << 20),
+        ("mallopt", allocator.M_TRIM_THRESHOLD, 64 << 20),
         ("mallopt", allocator.M_MMAP_MAX, 0), ("mallopt", allocator.M_TRIM_THRESHOLD, 1 << 30),
         ("malloc_trim", 0)]
 

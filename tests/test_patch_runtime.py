@@ -11,18 +11,22 @@ import logging
 import os
 import random
 import re
+import resource
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from breast_cancer_classifier.core import formats, norm_relu_kernel, patch_runtime
+from breast_cancer_classifier.core import allocator, formats, norm_relu_kernel, patch_runtime
 from breast_cancer_classifier.core.compiled_densenet import batchnorm_terms
-from breast_cancer_classifier.core.errors import PipelineError
+from breast_cancer_classifier.core.errors import CheckpointError, PipelineError
 from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list
 from breast_cancer_classifier.core.patch_runtime import (CompiledRuntime, OnnxRuntime,
                                                          TorchRuntime, cached_graph_path,
+                                                         cached_prepared_path,
                                                          choose_runtime,
                                                          compiled_runtime_problem,
                                                          export_patch_graph, make_patch_runtime,
@@ -32,7 +36,7 @@ from breast_cancer_classifier.core.stages import heatmaps
 from breast_cancer_classifier.core.views import flip_for_model
 
 from conftest import parity_case
-from helpers import slow
+from helpers import REPO, slow
 
 needs_onnxruntime = pytest.mark.skipif(not onnxruntime_available(),
                                        reason="onnxruntime not installed")
@@ -174,10 +178,21 @@ def test_norm_relu_kernel_on_a_channel_slice(threads, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def compiled(patch_checkpoint):
+def compiled(patch_checkpoint, tmp_path_factory):
+    """The compiled runtime as stage 3 builds it: the weight file prepared in a child
+    process (cached by its SHA-256)."""
     if compiled_runtime_problem() is not None:
         pytest.skip(compiled_runtime_problem())
-    return CompiledRuntime(patch_checkpoint[1])
+    cache = tmp_path_factory.mktemp("prepared")
+    runtime = CompiledRuntime.for_checkpoint(patch_checkpoint[0], cache_dir=cache)
+    assert [p.name for p in cache.glob("*.pt")] == [
+        cached_prepared_path(patch_checkpoint[0], cache_dir=cache).name]
+    # Channels-last weights (the activations' layout); the loaded model keeps its own.
+    conv2_weight = runtime.forward.blocks[0]["layers"][0][3][0]
+    assert conv2_weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv2_weight.is_contiguous()
+    assert patch_checkpoint[1].features.denseblock1.denselayer1.conv2.weight.is_contiguous()
+    return runtime
 
 
 def test_batchnorm_terms_are_the_cpu_kernel_s_fused_multiply_add(patch_checkpoint):
@@ -205,6 +220,78 @@ def test_compiled_runtime_gives_eager_s_probabilities_bit_for_bit(patch_checkpoi
     assert result.dtype == np.float32 and result.shape == (n, 4)
     assert np.array_equal(result, eager)
     assert n == 1 or np.ptp(eager[:, 0]) > 1e-4  # outputs that differ by patch
+
+
+@needs_compiler
+def test_compiled_pieces_reuse_their_memory(compiled):
+    # With the compiled runtime's heap setting, a piece's activations come from memory the
+    # piece before already faulted in; with stage 3's general setting (each block of 1 MiB
+    # up mapped afresh) every piece faults them in again, a quarter of its time.
+    piece = patch_runtime.COMPILED_MAX_FORWARD
+    batch = patches(piece, seed=3)
+
+    def page_faults(heap):
+        patch_runtime.classify_patches(compiled.forward, batch, "cpu", piece, heap=heap)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        patch_runtime.classify_patches(compiled.forward, batch, "cpu", piece, heap=heap)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    mapped_afresh = page_faults(allocator.heap_for_patches)
+    kept = page_faults(allocator.heap_for_compiled_patches)
+    assert mapped_afresh > 5000  # 4 KiB pages: the stem's output alone is 24 MiB
+    assert kept < mapped_afresh / 10, (kept, mapped_afresh)
+
+
+@needs_compiler
+def test_stage_3_with_the_compiled_runtime_never_imports_torchvision(patch_checkpoint, compiled,
+                                                                   tmp_path):
+    # A fresh process as stage 3 loads it: the weight file is prepared once in a child (which
+    # imports torchvision), cached, and this process needs neither torchvision nor
+    # torch._dynamo (about 165 MB); the probabilities are eager's, bit for bit.
+    path, model = patch_checkpoint
+    batch = patches(9, seed=5)
+    np.save(tmp_path / "batch.npy", batch)
+    script = (
+        "import sys, numpy as np\n"
+        "from breast_cancer_classifier.core import patch_runtime\n"
+        f"classify = patch_runtime.load_patch_runtime({str(path)!r}, 'cpu')\n"
+        f"batch = np.load({str(tmp_path / 'batch.npy')!r})\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, classify(batch))\n"
+        "print(type(classify).__name__, sorted(m for m in ('torchvision', 'torch._dynamo') "
+        "if m in sys.modules))\n")
+    env = dict(os.environ, BCC_CACHE_DIR=str(tmp_path / "cache"))
+    for attempt in range(2):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=env, cwd=REPO)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split("\n")[0] == "CompiledRuntime []"
+        prepared = cached_prepared_path(path, cache_dir=tmp_path / "cache")
+        if attempt == 0:
+            mtime = prepared.stat().st_mtime_ns
+    assert prepared.stat().st_mtime_ns == mtime  # prepared once
+    eager = TorchRuntime(model, torch.device("cpu"),
+                         max_forward=patch_runtime.COMPILED_MAX_FORWARD)(batch)
+    assert np.array_equal(np.load(tmp_path / "out.npy"), eager)
+
+
+def test_preparations_are_cached_apart_by_trust_and_content(patch_checkpoint, tmp_path):
+    checkpoint, _ = patch_checkpoint
+    plain = cached_prepared_path(checkpoint, cache_dir=tmp_path)
+    assert plain != cached_prepared_path(checkpoint, trust=True, cache_dir=tmp_path)
+    assert plain.suffix == ".pt" and plain != cached_graph_path(checkpoint, cache_dir=tmp_path)
+    other = tmp_path / "other.p"
+    other.write_bytes(checkpoint.read_bytes() + b"\0")
+    assert cached_prepared_path(other, cache_dir=tmp_path) != plain  # keyed by content
+
+
+def test_a_bad_weight_file_is_named_by_the_preparing_child(tmp_path):
+    bad = tmp_path / "patch.p"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=re.escape(str(bad))):
+        CompiledRuntime.for_checkpoint(bad, cache_dir=tmp_path / "cache")
+    assert not list(tmp_path.rglob("*.pt"))  # nothing half-written
+    with pytest.raises(CheckpointError, match="weight file not found"):
+        CompiledRuntime.for_checkpoint(tmp_path / "missing.p", cache_dir=tmp_path / "cache")
 
 
 @needs_compiler

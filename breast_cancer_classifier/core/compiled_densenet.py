@@ -16,6 +16,13 @@ allocated memory. This forward pass computes the same thing as follows:
 * each dense block writes into one preallocated buffer: a layer reads its input as a
   channel slice of it and writes its 32 new channels behind, so nothing is concatenated.
 
+The pass runs from :func:`prepare`'s tensors, not from the model: a checkpoint is prepared
+once (in a child process, cached by its SHA-256: ``patch_runtime.CompiledRuntime``), so the
+stage-3 process imports neither torchvision nor, through it, ``torch._dynamo`` (about 165 MB
+of its peak memory). :func:`prepare` reads every setting from torchvision's DenseNet
+modules; the calls here are those the modules make (``F.conv2d`` with the module's stride
+and padding, TF "SAME"'s explicit zero padding for the stem, ...), on the same values.
+
 The logits equal eager's bit for bit for the same pieces of patches
 (``tests/test_patch_runtime.py``; figures in ``docs/stage3_runtime.md``).
 """
@@ -23,9 +30,8 @@ The logits equal eager's bit for bit for the same pieces of patches
 import torch
 import torch.nn.functional as F
 
-from .patch_model import tf_same_padding
-
 PATCH_SIZE = 256  # the input this plan is laid out for (SPEC 6: 256 x 256 patches)
+PREPARED_FORMAT = 1  # the layout of prepare()'s dictionary: change it when that changes
 
 
 def pixel_rows(x):
@@ -58,42 +64,114 @@ def channels_last_view(flat, n, channels, height, width):
     return flat[:n * height * width * channels].view(n, height, width, channels).permute(0, 3, 1, 2)
 
 
-class _Block:
-    """One dense block and the transition (or final BatchNorm) after it."""
+# --------------------------------------------------------------------------- preparation
+def prepare(model):
+    """The forward pass's tensors and settings, read from a ``PatchClassifier`` in eval mode
+    (torchvision's DenseNet-121 with TF "SAME" padding): a dictionary of tensors, numbers
+    and tuples (saved with ``torch.save``, loaded with ``weights_only``). Convolution weights
+    are channels-last copies (the activations' layout: oneDNN reorders them into the same
+    blocked layout either way, without a copy per call); the model is not changed.
+    """
+    from torch import nn
 
-    def __init__(self, block, transition, final_norm, size):
+    from .patch_model import SameConv2d, SameMaxPool2d, tf_same_padding
+
+    features = model.features
+    stem_out = PATCH_SIZE // 2  # conv0 halves the patch
+    pool = features.pool0
+    if not isinstance(pool, SameMaxPool2d) or pool.padding not in (0, (0, 0)):
+        raise ValueError(f"pool0: expected a TF-SAME max-pool, got {pool}")
+    pool_kernel, pool_stride = _single(pool.kernel_size), _single(pool.stride)
+    blocks, size = [], stem_out // pool_stride
+    for index in range(1, 5):
+        block = getattr(features, f"denseblock{index}")
+        transition = getattr(features, f"transition{index}", None)
+        norm = features.norm5 if transition is None else transition.norm
         layers = list(block.children())
-        self.size = size  # height = width of its feature maps
-        self.in_channels = layers[0].norm1.num_features
-        self.channels = final_norm.num_features if transition is None else transition.norm.num_features
-        self.layers = [(batchnorm_terms(layer.norm1), layer.conv1, batchnorm_terms(layer.norm2),
-                        layer.conv2) for layer in layers]
-        norm = final_norm if transition is None else transition.norm
-        self.out_terms = batchnorm_terms(norm)
-        self.transition = transition
+        blocks.append({
+            "size": size,
+            "in_channels": layers[0].norm1.num_features,
+            "channels": norm.num_features,
+            "layers": [(batchnorm_terms(layer.norm1), _conv(layer.conv1),
+                        batchnorm_terms(layer.norm2), _conv(layer.conv2)) for layer in layers],
+            "out_terms": batchnorm_terms(norm),
+            "transition": None if transition is None else (_conv(transition.conv),
+                                                           _avg_pool(transition.pool)),
+        })
+        if transition is not None:
+            size //= _single(transition.pool.stride)
+    if not isinstance(features.conv0, SameConv2d):
+        raise ValueError(f"conv0: expected a TF-SAME convolution, got {features.conv0}")
+    kernel, stride = _single(features.conv0.kernel_size), _single(features.conv0.stride)
+    leading, trailing = tf_same_padding(PATCH_SIZE, kernel, stride)
+    pool_leading, pool_trailing = tf_same_padding(stem_out, pool_kernel, pool_stride)
+    classifier = model.classifier
+    if not isinstance(classifier, nn.Linear):
+        raise ValueError(f"classifier: expected a linear layer, got {classifier}")
+    return {
+        "format": PREPARED_FORMAT,
+        "stem": (_conv(features.conv0), (leading, trailing, leading, trailing)),
+        "stem_terms": batchnorm_terms(features.norm0),
+        "pool0": (pool_kernel, pool_stride, (pool_leading, pool_trailing) * 2),
+        "blocks": blocks,
+        "classifier": (classifier.weight.detach().clone(), classifier.bias.detach().clone()),
+    }
+
+
+def _single(value):
+    """A square kernel's or stride's one number."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if pair[0] != pair[1]:
+        raise ValueError(f"expected a square setting, got {value}")
+    return pair[0]
+
+
+def _conv(conv):
+    """(weight channels-last, bias or None, stride, padding): what ``F.conv2d`` gets from
+    the module (its TF-SAME padding, if any, is applied apart, see ``prepare``)."""
+    if tuple(conv.dilation) != (1, 1) or conv.groups != 1 or conv.padding_mode != "zeros":
+        raise ValueError(f"unexpected convolution settings: {conv}")
+    bias = None if conv.bias is None else conv.bias.detach().clone()
+    weight = conv.weight.detach().clone(memory_format=torch.channels_last)
+    return weight, bias, tuple(conv.stride), tuple(conv.padding)
+
+
+def _avg_pool(pool):
+    """``F.avg_pool2d``'s arguments after the input, from an ``nn.AvgPool2d``."""
+    if type(pool).__name__ != "AvgPool2d":
+        raise ValueError(f"transition pool: expected an AvgPool2d, got {pool}")
+    return (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode,
+            pool.count_include_pad, pool.divisor_override)
+
+
+def load_prepared(path):
+    """:func:`prepare`'s dictionary from a file written by ``torch.save``."""
+    prepared = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(prepared, dict) or prepared.get("format") != PREPARED_FORMAT:
+        raise ValueError(f"{path}: not a prepared patch classifier of format {PREPARED_FORMAT}")
+    return prepared
+
+
+# --------------------------------------------------------------------------- forward pass
+def conv2d(x, conv):
+    weight, bias, stride, padding = conv
+    return F.conv2d(x, weight, bias, stride, padding)
 
 
 class CompiledDenseNet:
-    """``forward(x) -> logits`` for a ``PatchClassifier`` in eval mode on the CPU.
+    """``forward(x) -> logits`` for a prepared patch classifier (:func:`prepare`), on the CPU.
 
     ``x``: (N, 3, 256, 256) float32, channels-last in memory (stage 3's NCHW view of its NHWC
-    batch). ``norm_relu`` is a :class:`.norm_relu_kernel.NormRelu`. The model's parameters
-    are read, never changed; the object keeps two work buffers of 4 MiB per patch of the
-    largest batch seen.
+    batch). ``norm_relu`` is a :class:`.norm_relu_kernel.NormRelu`. The object keeps two work
+    buffers of 4 MiB per patch of the largest batch seen.
     """
 
-    def __init__(self, model, norm_relu):
-        features = model.features
-        self.model = model
-        self.stem_terms = batchnorm_terms(features.norm0)
-        self.blocks, size = [], PATCH_SIZE // 4  # conv0 and pool0 each halve the patch
-        for index in range(1, 5):
-            transition = getattr(features, f"transition{index}", None)
-            self.blocks.append(_Block(getattr(features, f"denseblock{index}"), transition,
-                                      features.norm5, size))
-            size //= 2
-        stem = features.norm0.num_features * (PATCH_SIZE // 2) ** 2
-        block_floats = max(b.channels * b.size ** 2 for b in self.blocks)
+    def __init__(self, prepared, norm_relu):
+        self.prepared = prepared
+        self.blocks = prepared["blocks"]
+        stem_conv, _ = prepared["stem"]
+        stem = stem_conv[0].shape[0] * (PATCH_SIZE // 2) ** 2
+        block_floats = max(b["channels"] * b["size"] ** 2 for b in self.blocks)
         self.floats_per_patch = max(stem, block_floats)
         self._buffers = (torch.empty(0), torch.empty(0))
         self.norm_relu = norm_relu
@@ -116,48 +194,50 @@ class CompiledDenseNet:
         if tuple(x.shape[1:]) != (3, PATCH_SIZE, PATCH_SIZE):
             raise ValueError(f"expected (N, 3, {PATCH_SIZE}, {PATCH_SIZE}) patches, got "
                              f"{tuple(x.shape)}")
-        features = self.model.features
         blocks, scratch = self._work_buffers(n)
-        stem = features.conv0(x)
+        stem_conv, stem_padding = self.prepared["stem"]
+        # conv0 as SameConv2d runs it: TF "SAME" zeros first, then the convolution.
+        stem = conv2d(F.pad(x, stem_padding, mode="constant", value=0.0), stem_conv)
         # Before the first block the blocks buffer is free: the stem's BatchNorm-ReLU goes there.
         normed = channels_last_view(blocks, n, *stem.shape[1:])
-        self._norm_relu(stem, self.stem_terms, normed)
+        self._norm_relu(stem, self.prepared["stem_terms"], normed)
         del stem
         x = self._stem_pool(normed)
         for block in self.blocks:
             x = self._dense_block(block, x, blocks, scratch)
-        return self.model.classifier(torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1))
+        weight, bias = self.prepared["classifier"]
+        return F.linear(torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1), weight, bias)
 
     def _stem_pool(self, x):
-        """``pool0`` (3x3, stride 2, TF "SAME": no padding before, one row and column of
-        zeros after on the 128-pixel stem) without the padded copy: on ReLU outputs (>= 0)
-        a padded zero never exceeds the window's other values, so the pool over the windows
-        clipped at the edge (``ceil_mode``) is the same."""
-        pool = self.model.features.pool0
-        if tf_same_padding(x.shape[-1], 3, 2) != (0, 1) or pool.kernel_size != 3 \
-                or pool.stride != 2:
-            return pool(x)
-        return F.max_pool2d(x, 3, 2, ceil_mode=True)
+        """``pool0`` (TF "SAME", zeros): on the 128-pixel stem a 3x3, stride-2 pool pads
+        nothing before and one row and column after; on ReLU outputs (>= 0) a padded zero
+        never exceeds the window's other values, so the pool over the windows clipped at the
+        edge (``ceil_mode``) is the same, without the padded copy."""
+        kernel, stride, padding = self.prepared["pool0"]
+        if (kernel, stride, tuple(padding)) == (3, 2, (0, 1, 0, 1)):
+            return F.max_pool2d(x, 3, 2, ceil_mode=True)
+        return F.max_pool2d(F.pad(x, padding, mode="constant", value=0.0), kernel, stride)
 
     def _dense_block(self, block, x, blocks, scratch):
         """The block's layers on ``x``, then its transition's (or the final) BatchNorm-ReLU."""
-        n, size = x.shape[0], block.size
-        features = channels_last_view(blocks, n, block.channels, size, size)
-        channels = block.in_channels
+        n, size = x.shape[0], block["size"]
+        features = channels_last_view(blocks, n, block["channels"], size, size)
+        channels = block["in_channels"]
         features[:, :channels].copy_(x)
         del x
-        for terms1, conv1, terms2, conv2 in block.layers:
+        for terms1, conv1, terms2, conv2 in block["layers"]:
             normed = channels_last_view(scratch, n, channels, size, size)
             self._norm_relu(features[:, :channels], terms1, normed)
-            bottleneck = conv1(normed)
+            bottleneck = conv2d(normed, conv1)
             normed = channels_last_view(scratch, n, bottleneck.shape[1], size, size)
             self._norm_relu(bottleneck, terms2, normed)
             del bottleneck
-            new = conv2(normed)
+            new = conv2d(normed, conv2)
             features[:, channels:channels + new.shape[1]].copy_(new)
             channels += new.shape[1]
         normed = channels_last_view(scratch, n, channels, size, size)
-        self._norm_relu(features, block.out_terms, normed)
-        if block.transition is None:
+        self._norm_relu(features, block["out_terms"], normed)
+        if block["transition"] is None:
             return normed  # relu(norm5(features)): what the model's head pools
-        return block.transition.pool(block.transition.conv(normed))
+        conv, pool = block["transition"]
+        return F.avg_pool2d(conv2d(normed, conv), *pool)

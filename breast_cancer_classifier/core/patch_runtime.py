@@ -8,7 +8,8 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
 * ``compiled`` (CPU, fp32): the same convolutions as eager, each BatchNorm-ReLU pair one pass
   of a small C kernel compiled once per machine, and no concatenation
   (:mod:`.compiled_densenet`): eager's logits bit for bit at the same piece size, faster and
-  in less memory. Needs a C compiler the first time.
+  in less memory. Needs a C compiler the first time; a weight file is prepared for it once,
+  in a child process, and cached like the ONNX export, so stage 3 never imports torchvision.
 * ``onnxruntime`` (opt-in): the same checkpoint exported to ONNX (softmax and the channel
   permutation inside the graph) and run by ONNX Runtime's CPU provider. Fast on the CPU,
   but not exact: its convolution kernels sum in another order than PyTorch's
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .allocator import heap_for_patches
+from .allocator import heap_for_compiled_patches, heap_for_patches
 from .errors import CheckpointError, PipelineError, SettingsError
 from .hashing import file_sha256
 from .runtime import check_precision, log, precision_context, resolve_device, runs_on_cpu
@@ -45,7 +46,7 @@ ONNX_GRAPH_VARIANT = "bn"  # BatchNormalization kept apart from the convolutions
 ONNX_DISABLED_OPTIMIZERS = ("ConvBNFusion",)
 ONNX_MAX_FORWARD = 5  # patches per session.run (memory, see OnnxRuntime.__call__)
 CPU_MAX_FORWARD = 25  # patches per PyTorch forward pass on the CPU (memory, forward_pieces)
-COMPILED_MAX_FORWARD = 16  # patches per forward pass of the compiled runtime (memory, speed)
+COMPILED_MAX_FORWARD = 6  # patches per forward pass of the compiled runtime (CompiledRuntime)
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # so the export child finds the package
 
 
@@ -84,25 +85,56 @@ class TorchRuntime:
 class CompiledRuntime:
     """Eager convolutions with a compiled BatchNorm-ReLU kernel (:mod:`.compiled_densenet`), CPU.
 
-    The kernel is a small C function compiled once per machine into :func:`default_cache_dir`
-    (:mod:`.norm_relu_kernel`); it holds no weights, so it serves every checkpoint.
+    Runs from a prepared checkpoint (:func:`.compiled_densenet.prepare`): ``for_checkpoint``
+    prepares a weight file once, in a child process, and caches it by its SHA-256, so the
+    stage-3 process never imports torchvision. The kernel is a small C function compiled
+    once per machine into :func:`default_cache_dir` (:mod:`.norm_relu_kernel`); it holds no
+    weights, so it serves every checkpoint.
     """
 
     name = "compiled"
     read_ahead = 0  # runs on the CPU (see TorchRuntime.read_ahead)
 
-    def __init__(self, model, max_forward=None):
+    def __init__(self, prepared, max_forward=None):
         import torch
 
         from .compiled_densenet import CompiledDenseNet
         from .norm_relu_kernel import NormRelu
 
         norm_relu = NormRelu(default_cache_dir(), torch.get_num_threads())
-        self.forward = CompiledDenseNet(model, norm_relu)
+        self.forward = CompiledDenseNet(prepared, norm_relu)
         self.max_forward = max_forward or COMPILED_MAX_FORWARD
 
+    @classmethod
+    def for_model(cls, model, max_forward=None):
+        """The runtime for a model already loaded in this process."""
+        from .compiled_densenet import prepare
+
+        return cls(prepare(model), max_forward)
+
+    @classmethod
+    def for_checkpoint(cls, checkpoint_path, trust=False, cache_dir=None, max_forward=None):
+        """The runtime for a weight file, prepared once (in a child process that loads it
+        with every check and ``trust``) and cached by its SHA-256."""
+        from .compiled_densenet import load_prepared
+
+        if not Path(checkpoint_path).is_file():
+            raise CheckpointError(f"{checkpoint_path}: weight file not found")
+        path = cached_prepared_path(checkpoint_path, trust, cache_dir)
+        if not path.is_file():
+            log.info("preparing the patch classifier for the compiled runtime (once per "
+                     "checkpoint): %s", path)
+            run_child(checkpoint_path, path, trust, "compiled")
+        return cls(load_prepared(path), max_forward)
+
     def __call__(self, batch):
-        return classify_patches(self.forward, batch, "cpu", self.max_forward)
+        try:
+            return classify_patches(self.forward, batch, "cpu", self.max_forward,
+                                    heap=heap_for_compiled_patches)
+        finally:
+            # The rest of stage 3 (images, map sums: tens of MB each) maps its large arrays
+            # apart again, so that they do not fragment the heap the pieces reuse.
+            heap_for_patches()
 
 
 class OnnxRuntime:
@@ -159,7 +191,8 @@ class OnnxRuntime:
 
 
 # --------------------------------------------------------------------------- PyTorch
-def classify_patches(model, batch, device, max_forward=None, precision="fp32"):
+def classify_patches(model, batch, device, max_forward=None, precision="fp32",
+                     heap=heap_for_patches):
     """Softmax probabilities (N, 4) float32 for an (N, 256, 256, 3) float32 batch.
 
     The model gets the batch's NCHW view without a copy (channels-last memory), the layout
@@ -167,13 +200,14 @@ def classify_patches(model, batch, device, max_forward=None, precision="fp32"):
     runs in near-equal pieces of at most ``max_forward`` patches (default
     ``CPU_MAX_FORWARD``) to bound activation memory; see ``forward_pieces``.
     ``precision`` other than fp32 (``--precision``) runs the model under
-    ``runtime.precision_context``.
+    ``runtime.precision_context``. ``heap`` sets the allocator for the pass on the CPU
+    (:mod:`.allocator`).
     """
     import torch
 
     on_cpu = torch.device(device).type == "cpu"
     if on_cpu:
-        heap_for_patches()  # activations go back to the system when freed (allocator)
+        heap()  # how freed activations are kept or given back (allocator)
     if max_forward is None:
         max_forward = CPU_MAX_FORWARD if on_cpu else len(batch)
     with torch.inference_mode(), precision_context(precision, device):
@@ -218,18 +252,32 @@ def torch_version():
         return "none"
 
 
-def cached_graph_path(checkpoint_path, trust=False, cache_dir=None):
-    """Where the export of ``checkpoint_path`` is cached: keyed by its SHA-256, PyTorch,
-    the opset and ``ONNX_GRAPH_VARIANT``, so a graph exported another way is never reused.
+def _cache_stem(checkpoint_path, trust, cache_dir):
+    """The cache's file-name stem for a checkpoint: its SHA-256 and PyTorch's version.
 
-    Exports of files loaded with ``--trust-checkpoint`` are kept apart, so a run without the
-    flag never uses a graph made from a file that ``weights_only`` refuses.
+    Files made from checkpoints loaded with ``--trust-checkpoint`` are kept apart, so a run
+    without the flag never uses one made from a file that ``weights_only`` refuses.
     """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     key = file_sha256(checkpoint_path)[:16] + ("_trusted" if trust else "")
     version = torch_version().replace("+", "_")
-    return cache_dir / (f"patch_classifier_{key}_torch{version}_opset{ONNX_OPSET}"
-                        f"_{ONNX_GRAPH_VARIANT}.onnx")
+    return cache_dir / f"patch_classifier_{key}_torch{version}"
+
+
+def cached_graph_path(checkpoint_path, trust=False, cache_dir=None):
+    """Where the export of ``checkpoint_path`` is cached: keyed as :func:`_cache_stem`, the
+    opset and ``ONNX_GRAPH_VARIANT``, so a graph exported another way is never reused."""
+    stem = _cache_stem(checkpoint_path, trust, cache_dir)
+    return stem.with_name(f"{stem.name}_opset{ONNX_OPSET}_{ONNX_GRAPH_VARIANT}.onnx")
+
+
+def cached_prepared_path(checkpoint_path, trust=False, cache_dir=None):
+    """Where the compiled runtime's preparation of ``checkpoint_path`` is cached: keyed as
+    :func:`_cache_stem` and the prepared layout's format number."""
+    from .compiled_densenet import PREPARED_FORMAT
+
+    stem = _cache_stem(checkpoint_path, trust, cache_dir)
+    return stem.with_name(f"{stem.name}_compiled{PREPARED_FORMAT}.pt")
 
 
 def export_onnx(module, example_inputs, path, input_names, output_names,
@@ -273,14 +321,21 @@ def export_patch_graph(model, path, fold_batchnorm=False):
                 ["probabilities"], fold_batchnorm)
 
 
-def export_checkpoint(checkpoint_path, graph_path, trust=False):
-    """Load a patch checkpoint (all its checks) and write its ONNX graph atomically."""
+def export_checkpoint(checkpoint_path, output_path, trust=False, what="onnx"):
+    """Load a patch checkpoint (all its checks) and write, atomically, its ONNX graph
+    (``what="onnx"``) or the compiled runtime's preparation (``"compiled"``)."""
+    import torch
+
     from . import formats
     from .checkpoints.patch import load_patch_classifier
+    from .compiled_densenet import prepare
 
     model = load_patch_classifier(checkpoint_path, "cpu", trust=trust)
-    with formats.atomic_path(graph_path) as tmp:
-        export_patch_graph(model, tmp)
+    with formats.atomic_path(output_path) as tmp:
+        if what == "onnx":
+            export_patch_graph(model, tmp)
+        else:
+            torch.save(prepare(model), tmp)
 
 
 EXIT_CHECKPOINT_ERROR = 2  # the export child's status for a CheckpointError
@@ -288,9 +343,20 @@ _ERROR_MARK = "patch_runtime: checkpoint error: "
 
 
 def export_in_child_process(checkpoint_path, graph_path, trust=False):
-    """``export_checkpoint`` in a child Python process; its errors are raised here."""
+    """``export_checkpoint`` to ONNX in a child Python process; its errors are raised here."""
+    run_child(checkpoint_path, graph_path, trust, "onnx")
+
+
+CHILD_WORK = {"onnx": ("exporting {} to ONNX", "without ONNX Runtime"),
+              "compiled": ("preparing {} for the compiled runtime", "without it")}
+
+
+def run_child(checkpoint_path, output_path, trust, what):
+    """``export_checkpoint`` in a child Python process (which imports what loading the
+    checkpoint needs, so this process does not); its errors are raised here."""
     command = [sys.executable, "-m", "breast_cancer_classifier.core.patch_runtime",
-               str(checkpoint_path), str(graph_path)] + (["--trust"] if trust else [])
+               str(checkpoint_path), str(output_path), "--what", what] + (
+                   ["--trust"] if trust else [])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT),
                                                       env.get("PYTHONPATH")]))
@@ -298,9 +364,10 @@ def export_in_child_process(checkpoint_path, graph_path, trust=False):
     if done.returncode == EXIT_CHECKPOINT_ERROR:
         raise CheckpointError(done.stderr.rpartition(_ERROR_MARK)[2].strip())
     if done.returncode != 0:
-        raise PipelineError(f"exporting {checkpoint_path} to ONNX failed (exit status "
+        work, without = CHILD_WORK[what]
+        raise PipelineError(f"{work.format(checkpoint_path)} failed (exit status "
                             f"{done.returncode}):\n{done.stderr.strip()[-2000:]}\nUse --runtime "
-                            "torch to run the patch classifier without ONNX Runtime")
+                            f"torch to run the patch classifier {without}")
 
 
 def compiled_runtime_problem():
@@ -369,7 +436,7 @@ def make_patch_runtime(runtime, model, device, checkpoint_path, max_forward=None
     if engine == "onnxruntime":
         return OnnxRuntime.for_checkpoint(checkpoint_path, trust, model=model)
     if engine == "compiled":
-        return CompiledRuntime(model, max_forward)
+        return CompiledRuntime.for_model(model, max_forward)
     return TorchRuntime(model, device, max_forward, precision)
 
 
@@ -414,6 +481,8 @@ def patch_runtime_on(model_path, device, runtime="auto", precision="fp32", trust
     engine = choose_runtime(runtime, precision, _is_cpu(device))
     if engine == "onnxruntime":  # the PyTorch model is never loaded in this process
         return OnnxRuntime.for_checkpoint(model_path, trust=trust)
+    if engine == "compiled":  # prepared from the weight file: no torchvision in this process
+        return CompiledRuntime.for_checkpoint(model_path, trust=trust)
     from .checkpoints.patch import load_patch_classifier
 
     model = load_patch_classifier(model_path, device, trust=trust)
@@ -422,16 +491,17 @@ def patch_runtime_on(model_path, device, runtime="auto", precision="fp32", trust
 
 
 def _export_main(argv=None):
-    """Entry point of the export child: ``CHECKPOINT GRAPH [--trust]``."""
+    """Entry point of the export child: ``CHECKPOINT OUTPUT [--what onnx|compiled] [--trust]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="patch_runtime", description=export_checkpoint.__doc__)
     parser.add_argument("checkpoint_path")
     parser.add_argument("graph_path")
     parser.add_argument("--trust", action="store_true")
+    parser.add_argument("--what", choices=sorted(CHILD_WORK), default="onnx")
     args = parser.parse_args(argv)
     try:
-        export_checkpoint(args.checkpoint_path, args.graph_path, args.trust)
+        export_checkpoint(args.checkpoint_path, args.graph_path, args.trust, args.what)
     except CheckpointError as err:
         print(f"{_ERROR_MARK}{err}", file=sys.stderr)
         sys.exit(EXIT_CHECKPOINT_ERROR)
