@@ -62,7 +62,7 @@ def heap_for_compiled_patches():
     allocates the same sequence of convolution outputs (each under 32 MiB in pieces of
     ``COMPILED_MAX_FORWARD`` patches) for every piece, so freed blocks are reused as they
     are, without the page faults of fresh ``mmap`` pages: with :func:`heap_for_patches`
-    those faults took about a quarter of the pass (pieces of 16, 2-core VM, 2026-12-03).
+    those faults took about a quarter of a piece of 16 (2-core VM, 2026-12-03).
     Larger blocks (a batch of patches) still get their own mmap and go back when freed.
     The runtime sets :func:`heap_for_patches` back after each batch, so that the images
     and map sums of stage 3, allocated between batches, do not fragment this heap.

@@ -390,8 +390,8 @@ def choose_runtime(runtime, precision, on_cpu):
     ``"onnxruntime"``.
 
     ``auto`` is ``compiled`` on the CPU at fp32: eager's numbers bit for bit at the same piece
-    size (the parity kit's maps within 3e-7 of the reference's), about 1.5x eager's speed
-    in less memory (``docs/stage3_runtime.md``). Elsewhere (a GPU,
+    size (the parity kit's maps within 3e-7 of the reference's), about 1.9x eager's speed
+    in 0.7 of its memory (``docs/stage3_runtime.md``). Elsewhere (a GPU,
     bf16/tf32) and where it cannot be built (:func:`compiled_runtime_problem`, said in a
     warning) ``auto`` is ``torch``, PyTorch eager. ONNX Runtime is never chosen by ``auto``:
     no setting of it gets under about 5e-6 per probability (its kernels sum in another
