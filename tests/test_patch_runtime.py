@@ -11,7 +11,6 @@ import logging
 import os
 import random
 import re
-import resource
 import subprocess
 import sys
 from collections import Counter
@@ -192,6 +191,7 @@ def compiled(patch_checkpoint, tmp_path_factory):
     assert conv2_weight.is_contiguous(memory_format=torch.channels_last)
     assert not conv2_weight.is_contiguous()
     assert patch_checkpoint[1].features.denseblock1.denselayer1.conv2.weight.is_contiguous()
+    runtime.cache_dir = cache  # for tests that start their own process
     return runtime
 
 
@@ -222,22 +222,35 @@ def test_compiled_runtime_gives_eager_s_probabilities_bit_for_bit(patch_checkpoi
     assert n == 1 or np.ptp(eager[:, 0]) > 1e-4  # outputs that differ by patch
 
 
+PAGE_FAULTS = """
+import resource, sys
+import numpy as np
+from breast_cancer_classifier.core import allocator, patch_runtime
+
+runtime = patch_runtime.CompiledRuntime.for_checkpoint(sys.argv[1], cache_dir=sys.argv[2])
+piece = patch_runtime.COMPILED_MAX_FORWARD
+batch = np.random.default_rng(3).standard_normal((piece, 256, 256, 3)).astype(np.float32)
+
+def page_faults(heap):  # of the second of two pieces
+    patch_runtime.classify_patches(runtime.forward, batch, "cpu", piece, heap=heap)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    patch_runtime.classify_patches(runtime.forward, batch, "cpu", piece, heap=heap)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+print(page_faults(allocator.heap_for_patches), page_faults(allocator.heap_for_compiled_patches))
+"""
+
+
 @needs_compiler
-def test_compiled_pieces_reuse_their_memory(compiled):
+def test_compiled_pieces_reuse_their_memory(patch_checkpoint, compiled):
     # With the compiled runtime's heap setting, a piece's activations come from memory the
     # piece before already faulted in; with stage 3's general setting (each block of 1 MiB
-    # up mapped afresh) every piece faults them in again, a quarter of its time.
-    piece = patch_runtime.COMPILED_MAX_FORWARD
-    batch = patches(piece, seed=3)
-
-    def page_faults(heap):
-        patch_runtime.classify_patches(compiled.forward, batch, "cpu", piece, heap=heap)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        patch_runtime.classify_patches(compiled.forward, batch, "cpu", piece, heap=heap)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    mapped_afresh = page_faults(allocator.heap_for_patches)
-    kept = page_faults(allocator.heap_for_compiled_patches)
+    # up mapped afresh) every piece faults them in again, a quarter of its time. In a fresh
+    # process: free memory that earlier tests left in this one's heap would serve either.
+    done = subprocess.run([sys.executable, "-c", PAGE_FAULTS, str(patch_checkpoint[0]),
+                           str(compiled.cache_dir)], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    mapped_afresh, kept = map(int, done.stdout.split())
     assert mapped_afresh > 5000  # 4 KiB pages: the stem's output alone is 24 MiB
     assert kept < mapped_afresh / 10, (kept, mapped_afresh)
 
