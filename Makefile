@@ -32,7 +32,7 @@ test: $(STAMP) $(EXTRAS_STAMP)
 # Demo weights fill in only the checkpoints missing from models/; official ones are kept.
 # With demo weights the pictures carry a warning line too.
 DEMO_NOTE := DEMO WEIGHTS (untrained): these numbers and heatmaps are NOT predictions
-NOTE_IF_DEMO = VISUALIZE_NOTE="$$($(PY) src/utilities/make_demo_weights.py --models-dir models --status | grep -q 'demo$$' && echo '$(DEMO_NOTE)')"
+NOTE_IF_DEMO = VISUALIZE_NOTE="$$($(PY) src/utilities/make_demo_weights.py --models-dir models --status | grep 'demo$$' >/dev/null && echo '$(DEMO_NOTE)')"
 
 demo: $(STAMP)
 	$(PY) src/utilities/make_demo_weights.py --models-dir models
@@ -44,7 +44,7 @@ demo: $(STAMP)
 
 .PHONY: demo-banner
 demo-banner:
-	@if $(PY) src/utilities/make_demo_weights.py --models-dir models --status | grep -q 'demo$$'; then \
+	@if $(PY) src/utilities/make_demo_weights.py --models-dir models --status | grep 'demo$$' >/dev/null; then \
 	  mkdir -p sample_output; cp models/DEMO_WEIGHTS.txt sample_output/DEMO_WEIGHTS_README.txt; \
 	  echo ""; \
 	  echo "************************************************************************"; \
