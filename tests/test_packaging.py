@@ -142,6 +142,7 @@ def test_wheel_installs_every_subpackage(installed):
                 if f.endswith("/__init__.py")}
     assert expected <= packages, f"packages missing from the wheel: {sorted(expected - packages)}"
     assert f"{PACKAGE}/tools/official_files.tsv" in found, "bcc download's list is not in the wheel"
+    assert f"{PACKAGE}/core/native_kernels.c" in found, "stage 3's kernel source is not in the wheel"
 
 
 def test_installed_bcc_help(installed):
@@ -194,6 +195,7 @@ def test_installed_demo_from_an_empty_folder(installed, tmp_path):
                       "--num-processes", "1", timeout=1800), "bcc demo")
     out = empty / "bcc_demo" / "output"
     assert "DEMO WEIGHTS (untrained)" in demo.stdout and str(out) in demo.stdout
+    assert "kernels are unavailable" not in demo.stderr, demo.stderr  # stage 3 ran compiled
     csvs = {name: (out / name).read_bytes()
             for name in ("image_predictions.csv", "imageheatmaps_predictions.csv")}
     for name in csvs:

@@ -18,8 +18,9 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from breast_cancer_classifier.core import allocator, formats, norm_relu_kernel, patch_runtime
+from breast_cancer_classifier.core import allocator, formats, native_kernels, patch_runtime
 from breast_cancer_classifier.core.compiled_densenet import batchnorm_terms
 from breast_cancer_classifier.core.errors import CheckpointError, PipelineError
 from breast_cancer_classifier.core.exam_list import iter_images, load_exam_list
@@ -119,15 +120,15 @@ def fresh_kernel_cache(tmp_path, monkeypatch):
     """An empty cache folder, and the loaded kernel forgotten (restored after the test)."""
     monkeypatch.setenv("BCC_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(patch_runtime.log, "propagate", True)  # to caplog
-    norm_relu_kernel.load.cache_clear()
+    native_kernels.load.cache_clear()
     patch_runtime._warn_once.cache_clear()
     yield tmp_path
-    norm_relu_kernel.load.cache_clear()
+    native_kernels.load.cache_clear()
 
 
 @pytest.mark.parametrize("compiler, problem", [
     ("no-such-compiler", "no C compiler: 'no-such-compiler' was not found"),
-    ("false", "compiling the stage-3 kernel with false failed (exit status 1)")])
+    ("false", "compiling the stage-3 kernels with false failed (exit status 1)")])
 def test_without_a_working_compiler_auto_is_torch_and_compiled_is_refused(
         fresh_kernel_cache, monkeypatch, caplog, compiler, problem):
     monkeypatch.setenv("CC", compiler)
@@ -150,10 +151,10 @@ def test_compiled_is_cpu_and_fp32_only():
 @needs_compiler
 def test_kernel_is_compiled_once_into_the_cache(fresh_kernel_cache):
     assert compiled_runtime_problem() is None
-    built = list((fresh_kernel_cache / "kernels").glob("norm_relu_*.so"))
-    assert built == [norm_relu_kernel.library_path(fresh_kernel_cache)]
+    built = list((fresh_kernel_cache / "kernels").glob("native_kernels_*.so"))
+    assert built == [native_kernels.library_path(fresh_kernel_cache)]
     mtime = built[0].stat().st_mtime_ns
-    norm_relu_kernel.load.cache_clear()
+    native_kernels.load.cache_clear()
     assert compiled_runtime_problem() is None
     assert built[0].stat().st_mtime_ns == mtime
 
@@ -161,19 +162,78 @@ def test_kernel_is_compiled_once_into_the_cache(fresh_kernel_cache):
 @needs_compiler
 @pytest.mark.parametrize("threads", [1, 3])
 def test_norm_relu_kernel_on_a_channel_slice(threads, monkeypatch):
-    monkeypatch.setattr(norm_relu_kernel, "MIN_FLOATS_PER_THREAD", 1)  # split small calls too
+    monkeypatch.setattr(native_kernels, "MIN_FLOATS_PER_THREAD", 1)  # split small calls too
     rng = torch.Generator().manual_seed(0)
     features = torch.randn(5, 40, 11, 13, generator=rng).contiguous(
         memory_format=torch.channels_last)
     rows = features[:, :24].permute(0, 2, 3, 1).view(-1, 24)  # rows of stride 40
     alpha, beta = torch.randn(24, generator=rng), torch.randn(24, generator=rng)
     out = torch.empty(5 * 11 * 13, 24)
-    kernel = norm_relu_kernel.NormRelu(patch_runtime.default_cache_dir(), threads)
-    kernel(rows, alpha, beta, out)
+    kernels = native_kernels.NativeKernels(patch_runtime.default_cache_dir(), threads)
+    kernels.norm_relu(rows, alpha, beta, out)
     expected = torch.clamp_min((rows.double() * alpha.double() + beta.double()).float(), 0)
     assert torch.equal(out, expected) and (out == 0).any() and (out > 0).any()
     with pytest.raises(ValueError, match="unit channel stride"):
-        kernel(rows.t(), alpha, beta, out)
+        kernels.norm_relu(rows.t(), alpha, beta, out)
+
+
+def eager_norm_relu(x, terms):
+    """PyTorch's eval BatchNorm (``addcmul``: one fused multiply-add on the CPU) and ReLU."""
+    alpha, beta = (t.view(1, -1, 1, 1) for t in terms)
+    return torch.clamp_min(torch.addcmul(beta, x, alpha), 0)
+
+
+def check_pointwise_conv(kernels, threads_note=""):
+    """The 1x1 convolution kernel against oneDNN's (F.conv2d) with PyTorch's BatchNorm-ReLU
+    around it, on a channel slice (rows of stride 300), 715 rows (not a multiple of any
+    tile) and 200 input channels (not a multiple of the kernel's channel block)."""
+    rng = torch.Generator().manual_seed(1)
+    features = torch.randn(5, 300, 11, 13, generator=rng).contiguous(
+        memory_format=torch.channels_last)
+    x = features[:, :200]
+    weight = (torch.randn(128, 200, 1, 1, generator=rng) / 10).contiguous(
+        memory_format=torch.channels_last)
+    norm_in = (torch.rand(200, generator=rng) + 0.5, torch.randn(200, generator=rng) / 4)
+    norm_out = (torch.rand(128, generator=rng) + 0.5, torch.randn(128, generator=rng) / 4)
+    packed = kernels.pack_weight(weight)
+    rows = x.permute(0, 2, 3, 1).view(-1, 200)
+    with torch.inference_mode():
+        normed = eager_norm_relu(x, norm_in)
+        product = F.conv2d(normed, weight)
+        cases = [(norm_in, norm_out, eager_norm_relu(product, norm_out)),
+                 (norm_in, None, product), (None, None, F.conv2d(x, weight))]
+        for before, after, expected in cases:
+            out = torch.full((rows.shape[0], 128), float("nan"))
+            kernels.pointwise_conv(rows, before, packed, after, out)
+            expected = expected.permute(0, 2, 3, 1).reshape(-1, 128)
+            assert torch.equal(out, expected), (threads_note, before is None, after is None)
+            assert (out == 0).any() == (after is not None)  # the ReLU after, where asked
+    return packed
+
+
+@needs_compiler
+@pytest.mark.parametrize("threads", [1, 3])
+def test_pointwise_conv_is_onednn_s_with_batchnorm_relu_around_it(threads, monkeypatch):
+    monkeypatch.setattr(native_kernels, "MIN_MULTIPLY_ADDS_PER_THREAD", 1)
+    kernels = native_kernels.NativeKernels(patch_runtime.default_cache_dir(), threads)
+    packed = check_pointwise_conv(kernels, threads)
+    assert packed.shape == (128 // kernels.panel_width, 200, kernels.panel_width)
+    with pytest.raises(ValueError, match="multiple of"):
+        kernels.pack_weight(torch.zeros(kernels.panel_width + 1, 8, 1, 1))
+    with pytest.raises(ValueError, match="channels do not match"):
+        kernels.pointwise_conv(torch.zeros(10, 199), None, packed, None, torch.zeros(10, 128))
+
+
+@needs_compiler
+def test_kernels_built_without_openmp_start_their_own_threads(fresh_kernel_cache, monkeypatch):
+    # Where the compiler has no OpenMP the kernels start threads themselves: same numbers.
+    flags = [f for f in native_kernels.compile_flags() if f != "-fopenmp"]
+    monkeypatch.setattr(native_kernels, "compile_flags", lambda: flags)
+    monkeypatch.setattr(native_kernels, "MIN_MULTIPLY_ADDS_PER_THREAD", 1)
+    kernels = native_kernels.NativeKernels(fresh_kernel_cache, 3)
+    assert "omp_" not in subprocess.run(["nm", "-D", str(native_kernels.library_path(
+        fresh_kernel_cache))], capture_output=True, text=True).stdout
+    check_pointwise_conv(kernels)
 
 
 @pytest.fixture(scope="module")

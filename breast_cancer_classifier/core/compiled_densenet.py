@@ -6,13 +6,16 @@ convolutions: each dense layer concatenates all the feature maps before it again
 (``torch.cat``), then runs BatchNorm and ReLU over them as two more passes, each into newly
 allocated memory. This forward pass computes the same thing as follows:
 
-* the convolutions, pooling layers and the classifier are the model's own modules, called
-  on the same values in the same channels-last layout as eager calls them, so the same
-  oneDNN kernels run;
-* each BatchNorm + ReLU pair is one pass of a small C kernel (:mod:`.norm_relu_kernel`),
-  ``max(fma(x, alpha, beta), 0)``, written into a reused buffer. PyTorch's CPU BatchNorm in
-  eval mode computes ``fma(x, alpha, beta)`` with per-channel ``alpha`` and ``beta``; both are
-  read back from that kernel itself (``batchnorm_terms``);
+* each dense layer's first half, norm1-ReLU, the 1x1 conv1 and norm2-ReLU, is one call of a
+  C kernel (:mod:`.native_kernels`) that applies norm1-ReLU while it packs its input, sums
+  the product in oneDNN's order and applies norm2-ReLU before it stores: one pass over the
+  layer's input instead of three. A transition's BatchNorm-ReLU and 1x1 convolution are one
+  call too. PyTorch's CPU BatchNorm in eval mode computes ``fma(x, alpha, beta)`` with
+  per-channel ``alpha`` and ``beta``; both are read back from that kernel itself
+  (``batchnorm_terms``);
+* the other convolutions, the pools and the classifier are the model's own calls, on the
+  same values in the same channels-last layout as eager calls them, so the same oneDNN
+  kernels run; the stem's and the last BatchNorm-ReLU are one pass of the C kernel each;
 * each dense block writes into one preallocated buffer: a layer reads its input as a
   channel slice of it and writes its 32 new channels behind, so nothing is concatenated.
 
@@ -162,23 +165,39 @@ class CompiledDenseNet:
     """``forward(x) -> logits`` for a prepared patch classifier (:func:`prepare`), on the CPU.
 
     ``x``: (N, 3, 256, 256) float32, channels-last in memory (stage 3's NCHW view of its NHWC
-    batch). ``norm_relu`` is a :class:`.norm_relu_kernel.NormRelu`. The object keeps two work
-    buffers of 4 MiB per patch of the largest batch seen.
+    batch). ``kernels`` is a :class:`.native_kernels.NativeKernels`, whose layout the 1x1
+    convolutions' weights are packed into here. The object keeps two work buffers of 4 MiB
+    per patch of the largest batch seen.
     """
 
-    def __init__(self, prepared, norm_relu):
+    def __init__(self, prepared, kernels):
         self.prepared = prepared
-        self.blocks = prepared["blocks"]
+        self.kernels = kernels
+        self.blocks = [self._packed(block) for block in prepared["blocks"]]
         stem_conv, _ = prepared["stem"]
         stem = stem_conv[0].shape[0] * (PATCH_SIZE // 2) ** 2
         block_floats = max(b["channels"] * b["size"] ** 2 for b in self.blocks)
         self.floats_per_patch = max(stem, block_floats)
         self._buffers = (torch.empty(0), torch.empty(0))
-        self.norm_relu = norm_relu
+
+    def _packed(self, block):
+        """``block`` with its 1x1 convolutions' weights in the kernel's layout."""
+        def pointwise(conv):
+            weight, bias, stride, padding = conv
+            if bias is not None or tuple(stride) != (1, 1) or tuple(padding) != (0, 0):
+                raise ValueError("expected 1x1 convolutions without bias, stride or padding")
+            return self.kernels.pack_weight(weight)
+
+        layers = [(terms1, pointwise(conv1), terms2, conv2)
+                  for terms1, conv1, terms2, conv2 in block["layers"]]
+        transition = block["transition"]
+        if transition is not None:
+            transition = (pointwise(transition[0]), transition[1])
+        return {**block, "layers": layers, "transition": transition}
 
     def _norm_relu(self, x, terms, out):
         """``out = relu(norm(x))``, one pass (``terms`` from ``batchnorm_terms``)."""
-        self.norm_relu(pixel_rows(x), *terms, pixel_rows(out))
+        self.kernels.norm_relu(pixel_rows(x), *terms, pixel_rows(out))
 
     def _work_buffers(self, n):
         """(blocks, scratch): flat float32 buffers for ``n`` patches, grown when needed."""
@@ -226,18 +245,21 @@ class CompiledDenseNet:
         features[:, :channels].copy_(x)
         del x
         for terms1, conv1, terms2, conv2 in block["layers"]:
-            normed = channels_last_view(scratch, n, channels, size, size)
-            self._norm_relu(features[:, :channels], terms1, normed)
-            bottleneck = conv2d(normed, conv1)
-            normed = channels_last_view(scratch, n, bottleneck.shape[1], size, size)
-            self._norm_relu(bottleneck, terms2, normed)
-            del bottleneck
+            # norm1-ReLU, conv1 (1x1) and norm2-ReLU: one kernel call, one pass over the input.
+            width = conv1.shape[0] * conv1.shape[2]
+            normed = channels_last_view(scratch, n, width, size, size)
+            self.kernels.pointwise_conv(pixel_rows(features[:, :channels]), terms1, conv1,
+                                        terms2, pixel_rows(normed))
             new = conv2d(normed, conv2)
             features[:, channels:channels + new.shape[1]].copy_(new)
             channels += new.shape[1]
-        normed = channels_last_view(scratch, n, channels, size, size)
-        self._norm_relu(features, block["out_terms"], normed)
         if block["transition"] is None:
+            normed = channels_last_view(scratch, n, channels, size, size)
+            self._norm_relu(features, block["out_terms"], normed)
             return normed  # relu(norm5(features)): what the model's head pools
         conv, pool = block["transition"]
-        return F.avg_pool2d(conv2d(normed, conv), *pool)
+        width = conv.shape[0] * conv.shape[2]
+        out = channels_last_view(scratch, n, width, size, size)
+        self.kernels.pointwise_conv(pixel_rows(features), block["out_terms"], conv, None,
+                                    pixel_rows(out))
+        return F.avg_pool2d(out, *pool)

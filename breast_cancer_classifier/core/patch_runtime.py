@@ -5,10 +5,10 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
 
 * ``torch``: PyTorch eager on the model's device, fed the batch's NCHW view without a copy,
   which reproduces the reference bit for bit on the CPU (SPEC 6 step 3).
-* ``compiled`` (CPU, fp32): the same convolutions as eager, each BatchNorm-ReLU pair one pass
-  of a small C kernel compiled once per machine, and no concatenation
-  (:mod:`.compiled_densenet`): eager's logits bit for bit at the same piece size, faster and
-  in less memory. Needs a C compiler the first time; a weight file is prepared for it once,
+* ``compiled`` (CPU, fp32): eager's 3x3 convolutions; each 1x1 convolution with the
+  BatchNorm-ReLUs around it one call of a C kernel compiled once per machine, and no
+  concatenation (:mod:`.compiled_densenet`): eager's logits bit for bit at the same piece
+  size, faster and in less memory. Needs a C compiler the first time; a weight file is prepared for it once,
   in a child process, and cached like the ONNX export, so stage 3 never imports torchvision.
 * ``onnxruntime`` (opt-in): the same checkpoint exported to ONNX (softmax and the channel
   permutation inside the graph) and run by ONNX Runtime's CPU provider. Fast on the CPU,
@@ -83,13 +83,14 @@ class TorchRuntime:
 
 
 class CompiledRuntime:
-    """Eager convolutions with a compiled BatchNorm-ReLU kernel (:mod:`.compiled_densenet`), CPU.
+    """Eager's 3x3 convolutions with compiled 1x1-convolution and BatchNorm-ReLU kernels
+    (:mod:`.compiled_densenet`), CPU.
 
     Runs from a prepared checkpoint (:func:`.compiled_densenet.prepare`): ``for_checkpoint``
     prepares a weight file once, in a child process, and caches it by its SHA-256, so the
-    stage-3 process never imports torchvision. The kernel is a small C function compiled
-    once per machine into :func:`default_cache_dir` (:mod:`.norm_relu_kernel`); it holds no
-    weights, so it serves every checkpoint.
+    stage-3 process never imports torchvision. The kernels are C functions compiled once per
+    machine into :func:`default_cache_dir` (:mod:`.native_kernels`); they hold no weights, so
+    they serve every checkpoint.
     """
 
     name = "compiled"
@@ -99,10 +100,10 @@ class CompiledRuntime:
         import torch
 
         from .compiled_densenet import CompiledDenseNet
-        from .norm_relu_kernel import NormRelu
+        from .native_kernels import NativeKernels
 
-        norm_relu = NormRelu(default_cache_dir(), torch.get_num_threads())
-        self.forward = CompiledDenseNet(prepared, norm_relu)
+        kernels = NativeKernels(default_cache_dir(), torch.get_num_threads())
+        self.forward = CompiledDenseNet(prepared, kernels)
         self.max_forward = max_forward or COMPILED_MAX_FORWARD
 
     @classmethod
@@ -373,15 +374,15 @@ def run_child(checkpoint_path, output_path, trust, what):
 def compiled_runtime_problem():
     """Why the compiled runtime cannot run here (a sentence), or None if it can.
 
-    It can where its kernel is cached or compiles (:func:`.norm_relu_kernel.load`: a C
+    It can where its kernels are cached or compile (:func:`.native_kernels.load`: a C
     compiler, once per machine); deciding needs no PyTorch.
     """
-    from .norm_relu_kernel import load
+    from .native_kernels import load
 
     try:
         load(str(default_cache_dir()))
     except (PipelineError, OSError) as err:
-        return f"the compiled runtime's kernel is unavailable: {err}"
+        return f"the compiled runtime's kernels are unavailable: {err}"
     return None
 
 
