@@ -73,6 +73,11 @@ QUICK_PATCHES = 96
 # The stand-in would hold synth_c's 5,462 patches at once: 8.6 GB in float64.
 ORIGINAL_SKIPS = ("synth_c",)
 GEMM_SIZE, GEMM_REPEATS = 2048, 5
+# --isa avx2: an AVX2 host simulated on an AVX-512 one. oneDNN, MKL (the GEMM peak) and the
+# compiled runtime's kernels are all held to AVX2 + FMA in every process of the run.
+ISA_LIMITS = {"avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+                       "BCC_BENCH_KERNEL_MARCH": "haswell"}}
+ISA_HELD = ("original", "torch", "compiled")  # the candidates those settings hold
 # Lets inductor's C++ fuse a multiply and an add into one fma, as PyTorch's BatchNorm does.
 INDUCTOR_OPTIONS = {"cpp.enable_floating_point_contract_flag": "fast"}
 
@@ -228,7 +233,12 @@ def build(candidate, model_path, cache_dir):
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(cache_dir) / "torchinductor")
     if name == "original":
         return OriginalStandIn(model_path, cores)
-    from breast_cancer_classifier.core import patch_runtime
+    from breast_cancer_classifier.core import native_kernels, patch_runtime
+
+    march = os.environ.get("BCC_BENCH_KERNEL_MARCH")
+    if march:  # --isa: the kernels built for that CPU (cached apart: the flags are in the key)
+        flags = [f for f in native_kernels.compile_flags() if not f.startswith("-march=")]
+        native_kernels.compile_flags = lambda: [*flags, f"-march={march}"]
 
     if name.startswith("onnxruntime"):  # as stage 3: export in a child, no PyTorch here
         if name == "onnxruntime":
@@ -487,6 +497,9 @@ def main():
     parser.add_argument("--maps", nargs="*", choices=CASES,
                         help="kit cases whose maps are compared (default: all; --quick: none)")
     parser.add_argument("--model-path", default=str(PARITY / "weights" / "patch.p"))
+    parser.add_argument("--isa", choices=sorted(ISA_LIMITS),
+                        help="hold every candidate and the GEMM peak to this instruction set "
+                             "(an AVX2 host simulated on an AVX-512 one)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     parser.add_argument("--export-folded", help=argparse.SUPPRESS)
@@ -495,13 +508,18 @@ def main():
         return export_folded(args.export_folded, args.model_path)
     if args.worker:
         return worker(args)
+    os.environ.update(ISA_LIMITS.get(args.isa, {}))  # before PyTorch loads, here and in workers
 
     import numpy as np
 
     candidates = args.candidates or (QUICK if args.quick else FULL)
+    unheld = [c for c in candidates if parse_candidate(c)[0] not in ISA_HELD]
+    if args.isa and unheld:
+        parser.error(f"--isa cannot hold {' '.join(unheld)} (their own code generators); "
+                     f"choose among {' '.join(ISA_HELD)}")
     cases = args.maps if args.maps is not None else ([] if args.quick else list(CASES))
     workload = "sample" if args.quick else "real_cc"
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}" + (f"; held to {args.isa.upper()} (--isa)" if args.isa else ""))
     print(f"date: {time.strftime('%Y-%m-%d %H:%M')}, load at start {load()}", flush=True)
     flops = flops_per_patch(args.model_path)
     rows, deviations = {}, {}

@@ -4,12 +4,15 @@
    norm_relu:       out = max(fma(x, alpha, beta), 0) per channel: eval BatchNorm + ReLU.
    pointwise_conv:  a 1x1 convolution as a matrix product, out = relu(norm(x)) W, with the
                     BatchNorm-ReLU before it applied while its input is packed and, if asked,
-                    the next BatchNorm-ReLU applied to its output before it is stored.
+                    the next BatchNorm-ReLU applied to its output before it is stored; or,
+                    for a DenseNet transition, the product of the 2x2 averages of relu(norm(x))
+                    (the average pool taken before the convolution instead of after it).
 
-   Both compute what PyTorch eager computes on the CPU, to the bit: BatchNorm is one fmaf per
-   value (PyTorch's eval-mode CPU kernel), and each output of the product is a chain of fused
-   multiply-adds from zero in input-channel order, which is how oneDNN's 1x1 convolution sums
-   (tests/test_patch_runtime.py compares both with PyTorch). Keeping the BatchNorm-ReLU inside
+   Both compute what PyTorch eager computes on the CPU for the same operations, to the bit:
+   BatchNorm is one fmaf per value (PyTorch's eval-mode CPU kernel), the 2x2 average is
+   PyTorch's avg_pool2d, and each output of the product is a chain of fused multiply-adds from
+   zero in input-channel order, which is how oneDNN's 1x1 convolution sums
+   (tests/test_patch_runtime.py compares them with PyTorch). Keeping the BatchNorm-ReLU inside
    the product saves two passes over memory per dense layer. */
 #include <math.h>
 #include <pthread.h>
@@ -51,6 +54,7 @@ enum { VL = 1, NV = 4, MR = 4 };
 /* NR: output channels per weight panel; KC x NR weights (32 KiB) stay in the L1 cache while
    MC rows, packed, stay in L2. */
 enum { NR = VL * NV, KC = 128, MC = 96, PREFETCH_ROWS = 8, MAX_THREADS = 64 };
+_Static_assert(MC % MR == 0, "a tile never reads past the packed rows");
 
 static inline float relu(float v) { return v < 0.0f ? 0.0f : v; /* as PyTorch's clamp_min */ }
 
@@ -160,33 +164,55 @@ static void tile(const float *a, long kc, const float *b, float *c, long ldc, in
 struct conv_task {
     const float *x; long ldx, channels; const float *alpha_in, *beta_in;
     const float *weight; long outputs; const float *alpha_out, *beta_out;
-    float *out; long ldo, begin, end;
+    float *out; long ldo, begin, end, height, width;
 };
+
+/* dst[:kc] = input row r's channels k0.. with the BatchNorm-ReLU applied (if any) */
+static void pack_row(const struct conv_task *t, long r, long k0, long kc, float *dst)
+{
+    const float *src = t->x + r * t->ldx + k0;
+    /* rows lie a feature map's channels apart (up to 4 KiB, a page): the hardware
+       prefetcher does not follow them, so ask for a later row's block now */
+    if (r + PREFETCH_ROWS < t->end)
+        for (long k = 0; k < kc; k += 16) __builtin_prefetch(src + PREFETCH_ROWS * t->ldx + k);
+    if (!t->alpha_in) { memcpy(dst, src, sizeof(float) * kc); return; }
+    const float *alpha = t->alpha_in + k0, *beta = t->beta_in + k0;
+    for (long k = 0; k < kc; ++k) dst[k] = relu(fmaf(src[k], alpha[k], beta[k]));
+}
+
+/* dst[:kc] = the 2x2 average of the BatchNorm-ReLU'd (if any) input pixels under output
+   pixel r, whose maps are height/2 x width/2: summed from the window's first pixel in row
+   order, then divided by 4, as PyTorch's CPU avg_pool2d does */
+static void pack_pooled_row(const struct conv_task *t, long r, long k0, long kc, float *dst)
+{
+    long half = t->width / 2, per_map = (t->height / 2) * half;
+    long map = r / per_map, y = r % per_map / half, x = r % half;
+    const float *a = t->x + ((map * t->height + 2 * y) * t->width + 2 * x) * t->ldx + k0;
+    const float *b = a + t->ldx, *c = a + t->width * t->ldx, *d = c + t->ldx;
+    if (!t->alpha_in) {
+        for (long k = 0; k < kc; ++k) dst[k] = (((a[k] + b[k]) + c[k]) + d[k]) / 4.0f;
+        return;
+    }
+    const float *alpha = t->alpha_in + k0, *beta = t->beta_in + k0;
+    for (long k = 0; k < kc; ++k)
+        dst[k] = (((relu(fmaf(a[k], alpha[k], beta[k])) + relu(fmaf(b[k], alpha[k], beta[k])))
+                   + relu(fmaf(c[k], alpha[k], beta[k]))) + relu(fmaf(d[k], alpha[k], beta[k])))
+                 / 4.0f;
+}
 
 static void *pointwise_conv_task(void *argument)
 {
     const struct conv_task *t = argument;
-    float *packed = malloc(sizeof(float) * MC * KC);
+    /* zeroed: a last tile of fewer than MR rows reads (and discards) the rows after them */
+    float *packed = calloc((size_t)MC * KC, sizeof(float));
     if (!packed) return (void *)1;
     for (long m0 = t->begin; m0 < t->end; m0 += MC) {
         long mc = t->end - m0 < MC ? t->end - m0 : MC;
         for (long k0 = 0; k0 < t->channels; k0 += KC) {
             long kc = t->channels - k0 < KC ? t->channels - k0 : KC;
             int first = k0 == 0, last = k0 + kc == t->channels;
-            for (long i = 0; i < mc; ++i) {  /* rows mc x kc, BatchNorm-ReLU applied */
-                const float *src = t->x + (m0 + i) * t->ldx + k0;
-                float *dst = packed + i * kc;
-                /* rows lie a feature map's channels apart (up to 4 KiB, a page): the hardware
-                   prefetcher does not follow them, so ask for a later row's block now */
-                if (m0 + i + PREFETCH_ROWS < t->end)
-                    for (long k = 0; k < kc; k += 16)
-                        __builtin_prefetch(src + PREFETCH_ROWS * t->ldx + k);
-                if (t->alpha_in)
-                    for (long k = 0; k < kc; ++k)
-                        dst[k] = relu(fmaf(src[k], t->alpha_in[k0 + k], t->beta_in[k0 + k]));
-                else
-                    memcpy(dst, src, sizeof(float) * kc);
-            }
+            for (long i = 0; i < mc; ++i)  /* rows mc x kc */
+                (t->width ? pack_pooled_row : pack_row)(t, m0 + i, k0, kc, packed + i * kc);
             for (long n0 = 0; n0 < t->outputs; n0 += NR) {
                 const float *panel = t->weight + n0 * t->channels + k0 * NR;
                 const float *alpha = last && t->alpha_out ? t->alpha_out + n0 : 0;
@@ -204,19 +230,24 @@ static void *pointwise_conv_task(void *argument)
 /* out[r * ldo + n] for r < rows, n < outputs: sum over k < channels, in order, of
    relu(fmaf(x[r * ldx + k], alpha_in[k], beta_in[k])) * W[k][n] (no BatchNorm-ReLU where
    alpha_in is null), then relu(fmaf(., alpha_out[n], beta_out[n])) unless alpha_out is null.
+   With width > 0, x's rows are the pixels of maps height x width (both even) and the product
+   is taken of their 2x2 averages instead: `rows` output rows of maps height/2 x width/2.
    `weight` holds W in panels (pack_weight's layout: outputs / NR panels of channels x NR).
-   Returns -3 if outputs is not a multiple of NR, else run_tasks's status. */
+   Returns -3 if outputs is not a multiple of NR, channels < 1 or a map side is odd, else
+   run_tasks's status. */
 int pointwise_conv(const float *x, long ldx, long channels, const float *alpha_in,
                    const float *beta_in, const float *weight, long outputs,
                    const float *alpha_out, const float *beta_out, float *out, long ldo,
-                   long rows, int threads)
+                   long rows, long height, long width, int threads)
 {
     struct conv_task tasks[MAX_THREADS];
-    if (outputs % NR) return -3;
+    if (outputs % NR || channels < 1 || height % 2 || width % 2 || (width > 0) != (height > 0))
+        return -3;
     threads = clamp_threads(threads);
     for (int i = 0; i < threads; ++i) {
         struct conv_task t = {x, ldx, channels, alpha_in, beta_in, weight, outputs, alpha_out,
-                              beta_out, out, ldo, rows * i / threads, rows * (i + 1) / threads};
+                              beta_out, out, ldo, rows * i / threads, rows * (i + 1) / threads,
+                              height, width};
         tasks[i] = t;
     }
     return run_tasks(pointwise_conv_task, (char *)tasks, sizeof tasks[0], threads);

@@ -8,7 +8,8 @@
   BatchNorm-ReLU before it applied while its input is read and, optionally, the one after it
   applied before its output is stored: a dense layer's first half in one pass over its input
   instead of three. Each output is a chain of fused multiply-adds in input-channel order, the
-  order oneDNN's 1x1 convolution sums in, so the result is PyTorch eager's to the bit.
+  order oneDNN's 1x1 convolution sums in, so the result is PyTorch eager's to the bit. For a
+  transition it can take the 2x2 average pool (PyTorch's, to the bit) of its input first.
 
 The C file is compiled once per machine with the system C compiler (``$CC``, else ``cc``;
 ``-O3``, and ``-march=native`` on x86-64: AVX-512 or AVX2 tiles where the CPU has them) into
@@ -102,7 +103,7 @@ def load(cache_dir):
     library.norm_relu.argtypes = [pointer, size, pointer, pointer, pointer, size, size, count]
     library.pointwise_conv.restype = ctypes.c_int
     library.pointwise_conv.argtypes = [pointer, size, size, pointer, pointer, pointer, size,
-                                       pointer, pointer, pointer, size, size, count]
+                                       pointer, pointer, pointer, size, size, size, size, count]
     library.panel_width.restype = ctypes.c_int
     library.panel_width.argtypes = []
     return library
@@ -138,14 +139,24 @@ class NativeKernels:
         panels = weight.reshape(outputs // self.panel_width, self.panel_width, channels)
         return panels.transpose(1, 2).contiguous()
 
-    def pointwise_conv(self, x, norm_in, packed, norm_out, out):
+    def pointwise_conv(self, x, norm_in, packed, norm_out, out, pooled_maps=None):
         """``out = relu(norm_out(relu(norm_in(x)) @ W))``, each BatchNorm ``(alpha, beta)``
         or None (not applied). ``x``: (rows, C) float32 with unit channel stride; ``packed``:
-        :meth:`pack_weight`'s W; ``out``: (rows, outputs) with unit channel stride."""
+        :meth:`pack_weight`'s W; ``out``: (rows, outputs) with unit channel stride.
+
+        ``pooled_maps=(height, width)``: ``x``'s rows are the pixels of maps of that size
+        (channels last), and the product is taken of the 2x2 averages of
+        ``relu(norm_in(x))``: ``out`` has a row per pixel of the halved maps.
+        """
         rows, channels = x.shape
         outputs = packed.shape[0] * packed.shape[2]
+        height, width = pooled_maps or (0, 0)
+        if pooled_maps and (height % 2 or width % 2 or rows % (height * width)):
+            raise ValueError(f"pointwise_conv: {rows} rows are not maps of {height} x {width} "
+                             "pixels, both even")
+        out_rows = rows // 4 if pooled_maps else rows
         terms = [*(norm_in or ()), *(norm_out or ())]
-        _check(x, out, (rows, outputs), [packed, *terms], None, "pointwise_conv")
+        _check(x, out, (out_rows, outputs), [packed, *terms], None, "pointwise_conv")
         if packed.shape[1] != channels or (norm_in and norm_in[0].numel() != channels) or (
                 norm_out and norm_out[0].numel() != outputs):
             raise ValueError("pointwise_conv: the weight's or a BatchNorm's channels do not "
@@ -153,10 +164,11 @@ class NativeKernels:
         alpha_in, beta_in = (t.data_ptr() for t in norm_in) if norm_in else (None, None)
         alpha_out, beta_out = (t.data_ptr() for t in norm_out) if norm_out else (None, None)
         threads = min(self.threads,
-                      max(1, rows * channels * outputs // MIN_MULTIPLY_ADDS_PER_THREAD))
+                      max(1, out_rows * channels * outputs // MIN_MULTIPLY_ADDS_PER_THREAD))
         _status(self.library.pointwise_conv(
             x.data_ptr(), x.stride(0), channels, alpha_in, beta_in, packed.data_ptr(), outputs,
-            alpha_out, beta_out, out.data_ptr(), out.stride(0), rows, threads))
+            alpha_out, beta_out, out.data_ptr(), out.stride(0), out_rows, height, width,
+            threads))
 
 
 def _check(x, out, out_shape, contiguous, channels, name):

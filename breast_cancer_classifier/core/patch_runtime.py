@@ -6,9 +6,10 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
 * ``torch``: PyTorch eager on the model's device, fed the batch's NCHW view without a copy,
   which reproduces the reference bit for bit on the CPU (SPEC 6 step 3).
 * ``compiled`` (CPU, fp32): eager's 3x3 convolutions; each 1x1 convolution with the
-  BatchNorm-ReLUs around it one call of a C kernel compiled once per machine, and no
-  concatenation (:mod:`.compiled_densenet`): eager's logits bit for bit at the same piece
-  size, faster and in less memory. Needs a C compiler the first time; a weight file is prepared for it once,
+  BatchNorm-ReLUs around it one call of a C kernel compiled once per machine, the
+  transitions' pools before their convolutions, and no concatenation
+  (:mod:`.compiled_densenet`): within 1e-6 of eager's probabilities (eager's bit for bit on
+  the model with its transitions reordered), faster and in less memory. Needs a C compiler the first time; a weight file is prepared for it once,
   in a child process, and cached like the ONNX export, so stage 3 never imports torchvision.
 * ``onnxruntime`` (opt-in): the same checkpoint exported to ONNX (softmax and the channel
   permutation inside the graph) and run by ONNX Runtime's CPU provider. Fast on the CPU,
