@@ -391,9 +391,9 @@ def choose_runtime(runtime, precision, on_cpu):
     """The one rule that turns ``--runtime`` into an engine: ``"torch"``, ``"compiled"`` or
     ``"onnxruntime"``.
 
-    ``auto`` is ``compiled`` on the CPU at fp32: eager's numbers bit for bit at the same piece
-    size (the parity kit's maps within 3e-7 of the reference's), about 1.9x eager's speed
-    in 0.7 of its memory (``docs/stage3_runtime.md``). Elsewhere (a GPU,
+    ``auto`` is ``compiled`` on the CPU at fp32: within 1e-6 of eager's probabilities (the
+    parity kit's maps within 5e-7 of the reference's), about 2.9x eager's speed in 0.7 of
+    its memory (``docs/stage3_runtime.md``). Elsewhere (a GPU,
     bf16/tf32) and where it cannot be built (:func:`compiled_runtime_problem`, said in a
     warning) ``auto`` is ``torch``, PyTorch eager. ONNX Runtime is never chosen by ``auto``:
     no setting of it gets under about 5e-6 per probability (its kernels sum in another
@@ -407,7 +407,8 @@ def choose_runtime(runtime, precision, on_cpu):
         problem = compiled_runtime_problem()
         if problem is None:
             return "compiled"
-        _warn_once(f"stage 3 runs PyTorch eager, about half the speed of --runtime compiled: "
+        _warn_once(f"stage 3 runs PyTorch eager, about a third of the speed of --runtime "
+                   f"compiled: "
                    f"{problem}. Pass --runtime torch to choose eager explicitly")
         return "torch"
     if runtime in ("compiled", "onnxruntime") and not on_cpu:
