@@ -404,14 +404,14 @@ def parity_root():
 
 @pytest.fixture(scope="module")
 def real_cc_run(tmp_path_factory, parity_root):
-    # ONNX Runtime, the opt-in fast runtime on the CPU (the default, compiled, gives eager's
-    # numbers: synth_a below, and synth_c's largest map in test_patch_runtime.py).
+    # ONNX Runtime, the opt-in fast runtime on the CPU (the default, compiled: synth_a below,
+    # and synth_c's largest map in test_patch_runtime.py).
     return run_parity_exam_list("real_cc", tmp_path_factory, parity_root, "onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def synth_a_run(tmp_path_factory, parity_root):
-    # The default runtime (compiled on the CPU: PyTorch eager's numbers, SPEC 6 step 3).
+    # The default runtime (compiled on the CPU: within 1e-6 of PyTorch eager, SPEC 6 step 3).
     return run_parity_exam_list("synth_a", tmp_path_factory, parity_root, "auto")
 
 

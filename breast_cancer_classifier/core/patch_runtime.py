@@ -9,8 +9,9 @@ layout stage 3 builds) and returns the (N, 4) float32 softmax probabilities.
   BatchNorm-ReLUs around it one call of a C kernel compiled once per machine, the
   transitions' pools before their convolutions, and no concatenation
   (:mod:`.compiled_densenet`): within 1e-6 of eager's probabilities (eager's bit for bit on
-  the model with its transitions reordered), faster and in less memory. Needs a C compiler the first time; a weight file is prepared for it once,
-  in a child process, and cached like the ONNX export, so stage 3 never imports torchvision.
+  the model with its transitions reordered), faster and in less memory. Needs a C compiler
+  the first time; a weight file is prepared for it once, in a child process, and cached like
+  the ONNX export, so stage 3 never imports torchvision.
 * ``onnxruntime`` (opt-in): the same checkpoint exported to ONNX (softmax and the channel
   permutation inside the graph) and run by ONNX Runtime's CPU provider. Fast on the CPU,
   but not exact: its convolution kernels sum in another order than PyTorch's
@@ -408,8 +409,7 @@ def choose_runtime(runtime, precision, on_cpu):
         if problem is None:
             return "compiled"
         _warn_once(f"stage 3 runs PyTorch eager, about a third of the speed of --runtime "
-                   f"compiled: "
-                   f"{problem}. Pass --runtime torch to choose eager explicitly")
+                   f"compiled: {problem}. Pass --runtime torch to choose eager explicitly")
         return "torch"
     if runtime in ("compiled", "onnxruntime") and not on_cpu:
         raise SettingsError(f"--runtime {runtime} runs on the CPU only; use --device-type "
