@@ -167,6 +167,36 @@ def test_compiled_is_cpu_and_fp32_only():
 
 
 @needs_compiler
+def test_a_missing_kernel_source_is_named(fresh_kernel_cache, monkeypatch, tmp_path):
+    # An installation without the C file (package data left out): auto says so and runs eager.
+    missing = tmp_path / "site-packages" / "native_kernels.c"
+    monkeypatch.setattr(native_kernels, "SOURCE_PATH", missing)
+    problem = compiled_runtime_problem()
+    assert f"{missing}: the stage-3 kernels' source is missing" in problem
+    assert choose_runtime("auto", "fp32", True) == "torch"
+    assert not list(fresh_kernel_cache.rglob("*.so"))
+
+
+@needs_compiler
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["blocks"][0]["layers"][0][1].__setitem__(1, torch.zeros(128)),
+     "1x1 convolutions without bias"),
+    (lambda p: p["blocks"][1].__setitem__("transition", (p["blocks"][1]["transition"][0],
+                                                         (2, 2, 0, True, True, None))),
+     r"transition pool: expected F.avg_pool2d arguments \(2, 2, 0, False, True, None\)")])
+def test_a_preparation_the_pass_cannot_run_is_refused(patch_checkpoint, change, message):
+    from breast_cancer_classifier.core.compiled_densenet import CompiledDenseNet, prepare
+
+    prepared = prepare(patch_checkpoint[1])
+    layers = prepared["blocks"][0]["layers"]
+    layers[0] = (layers[0][0], list(layers[0][1]), *layers[0][2:])  # mutable conv1 tuple
+    change(prepared)
+    kernels = native_kernels.NativeKernels(patch_runtime.default_cache_dir(), 1)
+    with pytest.raises(ValueError, match=message):
+        CompiledDenseNet(prepared, kernels)
+
+
+@needs_compiler
 def test_kernel_is_compiled_once_into_the_cache(fresh_kernel_cache):
     assert compiled_runtime_problem() is None
     built = list((fresh_kernel_cache / "kernels").glob("native_kernels_*.so"))
@@ -489,7 +519,7 @@ def test_cache_key_names_the_graph_variant(patch_checkpoint, tmp_path, monkeypat
 SYNTH_C_IMAGE = "c0_L_MLO"
 
 
-@slow  # CI time: the default runtime's parity on full-size real_cc maps is in test_heatmaps
+@slow  # CI time: the default's maps are held to MARGIN on synth_a in test_stage_scripts
 def test_default_runtime_synth_c_map_within_margin(parity_weights):
     # The default runtime on SYNTH_C_IMAGE, with the strides stage 3 draws for it
     # (the images before it in exam order draw theirs first): both maps within MARGIN of

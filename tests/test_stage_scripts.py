@@ -38,6 +38,7 @@ from patch_helpers import (StatsModel, exam, legacy_copy, naive_heatmaps,
                            random_weights, read_map, windows, write_images)  # noqa: F401
 
 TOLERANCE = 1e-5  # issue 4: max absolute difference per map
+DEFAULT_MARGIN = 3e-6  # issue 26: the default runtime's worst map deviation
 
 
 class RecordDraws:
@@ -416,11 +417,14 @@ def synth_a_run(tmp_path_factory, parity_root):
 
 
 def check_exam_maps(run):
+    """Every map of the run within TOLERANCE of the reference's; returns the worst deviation."""
     case, exam_list, output = run
+    worst = 0.0
     for _, _, _, name in iter_images(exam_list):
         for kind in ("malignant", "benign"):
             expected = read_map(case / "expected" / "heatmaps", kind, name)
-            compare_maps(read_map(output, kind, name), expected)
+            worst = max(worst, compare_maps(read_map(output, kind, name), expected))
+    return worst
 
 
 def test_parity_real_cc_heatmaps(real_cc_run):
@@ -428,7 +432,8 @@ def test_parity_real_cc_heatmaps(real_cc_run):
 
 
 def test_parity_synth_a_heatmaps(synth_a_run):
-    check_exam_maps(synth_a_run)
+    # The default runtime holds issue 26's budget too: every map within 3e-6.
+    assert check_exam_maps(synth_a_run) <= DEFAULT_MARGIN
 
 
 @slow
